@@ -1,0 +1,1 @@
+"""Shared documents and live annotation (pycrdt on the server, Yjs in the browser)."""

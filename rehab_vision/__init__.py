@@ -1,0 +1,1 @@
+"""Pose estimation, exercise specs, rep counting and form scoring for guided rehab."""

@@ -1,0 +1,1 @@
+"""The SFU: peer sessions and encoded-frame forwarding on aiortc."""

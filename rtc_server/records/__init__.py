@@ -1,0 +1,1 @@
+"""Consult records: storage of rooms, participants, admissions and chat."""

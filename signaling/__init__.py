@@ -1,0 +1,1 @@
+"""Socket.IO signaling: message schemas, join tokens, limits, the consult namespace."""

@@ -1,0 +1,1 @@
+"""The browser app, served by the server itself; every asset is local."""
