@@ -78,7 +78,9 @@ bans = Table(
 chat_messages = Table(
     "chat_messages",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("room", String(128), ForeignKey("rooms.name"), nullable=False),
     Column("sender_identity", String(128), nullable=False),
     Column("sender_name", String(128), nullable=False),

@@ -1,0 +1,85 @@
+"""create_app(settings): assemble the aiohttp application; no globals, cleanup contexts only."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import socketio
+from aiohttp import web
+
+import web_client
+from rtc_server import http_api
+from rtc_server.config import Settings, prepare_data_dir, signing_secret
+from rtc_server.keys import METRICS, RECORDS, ROOMS, SETTINGS, SIGNALING, SIO
+from rtc_server.metrics import Metrics
+from rtc_server.records.store import RecordStore
+from rtc_server.rooms import RoomRegistry
+from signaling.chat import Chat
+from signaling.host_controls import HostControls
+from signaling.lobby import Lobby
+from signaling.namespace import ConsultNamespace
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the server: HTTP API, Socket.IO signaling, records, and the feature packages."""
+    settings = prepare_data_dir(settings)
+    limits = settings.limits
+    app = web.Application(client_max_size=1024 * 1024)
+    metrics = Metrics()
+    store = RecordStore(settings.db_url)
+    registry = RoomRegistry(store, settings.lobby_policy, limits.max_rooms)
+    metrics.track_totals(registry.totals)
+
+    # the engine-level bound closes a connection outright; below it, oversize events get a
+    # typed error from the namespace instead
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        max_http_buffer_size=max(1024 * 1024, 4 * limits.max_message_bytes),
+        logger=False,
+        engineio_logger=False,
+    )
+    ns = ConsultNamespace(
+        secret=signing_secret(settings),
+        store=store,
+        registry=registry,
+        metrics=metrics,
+        max_message_bytes=limits.max_message_bytes,
+        rate_per_s=limits.rate_per_s,
+        rate_burst=limits.rate_burst,
+        max_participants=limits.max_participants_per_room,
+        chat_history_on_join=limits.chat_history_on_join,
+    )
+    Lobby(ns)
+    HostControls(ns)
+    Chat(ns, limits.chat_max_chars)
+    sio.register_namespace(ns)
+    sio.attach(app)
+
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[RECORDS] = store
+    app[ROOMS] = registry
+    app[SIO] = sio
+    app[SIGNALING] = ns
+
+    http_api.setup(app)
+    web_client.setup(app)
+    # feature packages register here: each setup(app) adds routes, handlers and listeners
+
+    app.cleanup_ctx.append(_records_ctx)
+    app.on_shutdown.append(_shutdown_signaling)
+    return app
+
+
+async def _records_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = app[RECORDS]
+    await store.start()
+    yield
+    await store.close()
+
+
+async def _shutdown_signaling(app: web.Application) -> None:
+    await app[SIGNALING].shutdown()

@@ -1,0 +1,19 @@
+"""Typed keys of the aiohttp Application's shared objects."""
+
+from __future__ import annotations
+
+import socketio
+from aiohttp import web
+
+from rtc_server.config import Settings
+from rtc_server.metrics import Metrics
+from rtc_server.records.store import RecordStore
+from rtc_server.rooms import RoomRegistry
+from signaling.namespace import ConsultNamespace
+
+SETTINGS = web.AppKey("settings", Settings)
+RECORDS = web.AppKey("records", RecordStore)
+ROOMS = web.AppKey("rooms", RoomRegistry)
+METRICS = web.AppKey("metrics", Metrics)
+SIO = web.AppKey("sio", socketio.AsyncServer)
+SIGNALING = web.AppKey("signaling", ConsultNamespace)

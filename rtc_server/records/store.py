@@ -1,0 +1,361 @@
+"""RecordStore: durable consult records on SQLAlchemy 2 async (SQLite default, PostgreSQL option).
+
+Every write is committed before the caller acknowledges anything to a client, so a restart
+loses nothing that was acknowledged. SQLite runs in WAL mode with synchronous=FULL; writes are
+serialised through one lock (SQLite has one writer anyway) so they never fail on a busy lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from rtc_server.records import tables as t
+
+
+@dataclass(slots=True)
+class RoomRecord:
+    """The persisted state of a room."""
+
+    name: str
+    created_at: float
+    ended_at: float | None
+    locked: bool
+    lobby_policy: str
+
+
+@dataclass(slots=True)
+class ChatRecord:
+    """One stored chat message."""
+
+    id: int
+    room: str
+    sender_identity: str
+    sender_name: str
+    sender_role: str
+    text: str
+    reply_to: int | None
+    created_at: float
+
+    def as_event(self) -> dict[str, Any]:
+        """The wire form of a chat message (see docs/protocol.md)."""
+        return {
+            "id": self.id,
+            "sender": {
+                "identity": self.sender_identity,
+                "name": self.sender_name,
+                "role": self.sender_role,
+            },
+            "text": self.text,
+            "reply_to": self.reply_to,
+            "ts": self.created_at,
+        }
+
+
+@dataclass(slots=True)
+class AdmissionRecord:
+    """A lobby request and its outcome."""
+
+    id: int
+    identity: str
+    requested_at: float
+    card: dict[str, Any] | None
+    decision: str | None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+class RecordStore:
+    """Async access to the records database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: AsyncEngine = create_async_engine(url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._write_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Create the schema (all tables on the shared metadata) and close stale sessions."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(t.metadata.create_all)
+        # sessions left open by a crash end at the crash; we cannot know when, so use now
+        await self.close_open_sessions("server_restart")
+
+    async def close(self) -> None:
+        """Dispose of the engine and its connections."""
+        await self.engine.dispose()
+
+    async def _write(self, stmt: Any) -> Any:
+        async with self._write_lock, self.engine.begin() as conn:
+            return await conn.execute(stmt)
+
+    async def write(self, fn: Any) -> Any:
+        """Run `await fn(conn)` in one write transaction (for feature packages)."""
+        async with self._write_lock, self.engine.begin() as conn:
+            return await fn(conn)
+
+    # rooms -------------------------------------------------------------------------------------
+
+    async def load_room(self, name: str) -> RoomRecord | None:
+        """The persisted room, or None if it was never created."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(t.rooms).where(t.rooms.c.name == name))).first()
+        if row is None:
+            return None
+        return RoomRecord(row.name, row.created_at, row.ended_at, row.locked, row.lobby_policy)
+
+    async def create_room(self, name: str, lobby_policy: str) -> RoomRecord:
+        """Insert a new room row (idempotent: returns the existing one if present)."""
+        now = time.time()
+
+        async def run(conn: AsyncConnection) -> None:
+            exists = (
+                await conn.execute(select(t.rooms.c.name).where(t.rooms.c.name == name))
+            ).first()
+            if exists is None:
+                await conn.execute(
+                    insert(t.rooms).values(
+                        name=name, created_at=now, locked=False, lobby_policy=lobby_policy
+                    )
+                )
+
+        await self.write(run)
+        record = await self.load_room(name)
+        assert record is not None
+        return record
+
+    async def update_room(self, name: str, **values: Any) -> None:
+        """Change persisted room fields (locked, lobby_policy, ended_at, ended_by)."""
+        await self._write(update(t.rooms).where(t.rooms.c.name == name).values(**values))
+
+    async def count_live_rooms(self) -> int:
+        """Rooms created and not ended."""
+        async with self.engine.connect() as conn:
+            stmt = select(func.count()).select_from(t.rooms).where(t.rooms.c.ended_at.is_(None))
+            return int((await conn.execute(stmt)).scalar_one())
+
+    # bans --------------------------------------------------------------------------------------
+
+    async def add_ban(self, room: str, identity: str, by: str, reason: str | None) -> None:
+        """Keep a removed identity out of the room."""
+
+        async def run(conn: AsyncConnection) -> None:
+            key = (t.bans.c.room == room) & (t.bans.c.identity == identity)
+            if (await conn.execute(select(t.bans.c.identity).where(key))).first() is None:
+                await conn.execute(
+                    insert(t.bans).values(
+                        room=room,
+                        identity=identity,
+                        banned_at=time.time(),
+                        banned_by=by,
+                        reason=reason,
+                    )
+                )
+
+        await self.write(run)
+
+    async def bans(self, room: str) -> set[str]:
+        """Identities removed from the room."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(t.bans.c.identity).where(t.bans.c.room == room))
+            return {r.identity for r in rows}
+
+    # participant sessions ----------------------------------------------------------------------
+
+    async def open_session(self, room: str, identity: str, name: str, role: str) -> int:
+        """Record that a participant joined; returns the session id."""
+        stmt = insert(t.participant_sessions).values(
+            room=room, identity=identity, name=name, role=role, joined_at=time.time()
+        )
+        result = await self._write(stmt)
+        return int(result.inserted_primary_key[0])
+
+    async def close_session(self, session_id: int, reason: str) -> None:
+        """Record that a participant left and why."""
+        stmt = (
+            update(t.participant_sessions)
+            .where(t.participant_sessions.c.id == session_id)
+            .where(t.participant_sessions.c.left_at.is_(None))
+            .values(left_at=time.time(), leave_reason=reason)
+        )
+        await self._write(stmt)
+
+    async def close_open_sessions(self, reason: str) -> None:
+        """End every open session (start-up after a crash, and shutdown)."""
+        stmt = (
+            update(t.participant_sessions)
+            .where(t.participant_sessions.c.left_at.is_(None))
+            .values(left_at=time.time(), leave_reason=reason)
+        )
+        await self._write(stmt)
+
+    async def sessions(self, room: str) -> list[dict[str, Any]]:
+        """All participant sessions of a room, oldest first."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.participant_sessions)
+                .where(t.participant_sessions.c.room == room)
+                .order_by(t.participant_sessions.c.id)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    # admissions --------------------------------------------------------------------------------
+
+    async def request_admission(
+        self, room: str, identity: str, name: str, role: str, card: dict[str, Any] | None
+    ) -> AdmissionRecord:
+        """Open (or reuse the pending) lobby request of an identity; keeps its queue position."""
+
+        async def run(conn: AsyncConnection) -> AdmissionRecord:
+            row = (
+                await conn.execute(
+                    select(t.admissions)
+                    .where(t.admissions.c.room == room)
+                    .where(t.admissions.c.identity == identity)
+                    .where(t.admissions.c.decision.is_(None))
+                    .order_by(t.admissions.c.id.desc())
+                )
+            ).first()
+            if row is not None:
+                if card is not None:
+                    await conn.execute(
+                        update(t.admissions).where(t.admissions.c.id == row.id).values(card=card)
+                    )
+                return AdmissionRecord(row.id, identity, row.requested_at, card or row.card, None)
+            now = time.time()
+            result = await conn.execute(
+                insert(t.admissions).values(
+                    room=room, identity=identity, name=name, role=role, requested_at=now, card=card
+                )
+            )
+            return AdmissionRecord(int(result.inserted_primary_key[0]), identity, now, card, None)
+
+        record: AdmissionRecord = await self.write(run)
+        return record
+
+    async def set_card(self, admission_id: int, card: dict[str, Any]) -> None:
+        """Replace the pre-consult card of a pending request."""
+        await self._write(
+            update(t.admissions).where(t.admissions.c.id == admission_id).values(card=card)
+        )
+
+    async def decide_admission(
+        self, admission_id: int, decision: str, by: str, reason: str | None = None
+    ) -> None:
+        """Record admitted / denied / bypass / abandoned for a request."""
+        await self._write(
+            update(t.admissions)
+            .where(t.admissions.c.id == admission_id)
+            .values(decision=decision, decided_at=time.time(), decided_by=by, reason=reason)
+        )
+
+    async def admitted_identities(self, room: str) -> set[str]:
+        """Identities a moderator has admitted to the room (they skip the lobby next time)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.admissions.c.identity)
+                .where(t.admissions.c.room == room)
+                .where(t.admissions.c.decision == "admitted")
+            )
+            return {r.identity for r in rows}
+
+    async def recent_waits(self, room: str, limit: int = 20) -> list[float]:
+        """Seconds waited by the last admitted requests of a room."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.admissions.c.requested_at, t.admissions.c.decided_at)
+                .where(t.admissions.c.room == room)
+                .where(t.admissions.c.decision == "admitted")
+                .order_by(t.admissions.c.id.desc())
+                .limit(limit)
+            )
+            return [r.decided_at - r.requested_at for r in rows]
+
+    async def admissions(self, room: str) -> list[dict[str, Any]]:
+        """Every lobby request of a room, oldest first."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.admissions).where(t.admissions.c.room == room).order_by(t.admissions.c.id)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    # chat --------------------------------------------------------------------------------------
+
+    async def add_chat(
+        self,
+        room: str,
+        identity: str,
+        name: str,
+        role: str,
+        text: str,
+        reply_to: int | None,
+    ) -> ChatRecord:
+        """Store a chat message (committed before it is acknowledged or fanned out)."""
+        now = time.time()
+
+        async def run(conn: AsyncConnection) -> int:
+            result = await conn.execute(
+                insert(t.chat_messages).values(
+                    room=room,
+                    sender_identity=identity,
+                    sender_name=name,
+                    sender_role=role,
+                    text=text,
+                    reply_to=reply_to,
+                    created_at=now,
+                )
+            )
+            return int(result.inserted_primary_key[0])
+
+        msg_id: int = await self.write(run)
+        return ChatRecord(msg_id, room, identity, name, role, text, reply_to, now)
+
+    async def chat_exists(self, room: str, msg_id: int) -> bool:
+        """Whether message `msg_id` belongs to `room`."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(t.chat_messages.c.id)
+                    .where(t.chat_messages.c.id == msg_id)
+                    .where(t.chat_messages.c.room == room)
+                )
+            ).first()
+            return row is not None
+
+    async def chat_history(
+        self, room: str, limit: int, before_id: int | None = None
+    ) -> list[ChatRecord]:
+        """The newest `limit` messages before `before_id`, oldest first."""
+        stmt = select(t.chat_messages).where(t.chat_messages.c.room == room)
+        if before_id is not None:
+            stmt = stmt.where(t.chat_messages.c.id < before_id)
+        stmt = stmt.order_by(t.chat_messages.c.id.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            rows = list(await conn.execute(stmt))
+        return [
+            ChatRecord(
+                r.id,
+                r.room,
+                r.sender_identity,
+                r.sender_name,
+                r.sender_role,
+                r.text,
+                r.reply_to,
+                r.created_at,
+            )
+            for r in reversed(rows)
+        ]

@@ -1,0 +1,221 @@
+"""The in-memory room model: Room, Participant, LobbyEntry, and the RoomRegistry.
+
+The records store holds the durable truth; these objects hold who is connected now. A Room is
+loaded from the store on first use, so a restart restores locks, bans, admissions and policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rtc_server.records.store import RecordStore
+from signaling.errors import ErrorCode, SignalingError
+from signaling.grants import Grants, Role
+
+MEDIA_KINDS: tuple[str, ...] = ("audio", "video", "screen")
+
+
+@dataclass(slots=True)
+class Participant:
+    """A connected, admitted participant."""
+
+    sid: str
+    identity: str
+    name: str
+    role: Role
+    grants: Grants
+    joined_at: float
+    session_id: int
+    muted: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(MEDIA_KINDS, False))
+    forced_mute: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(MEDIA_KINDS, False))
+
+    def public(self) -> dict[str, Any]:
+        """What other participants see (see docs/protocol.md, ParticipantInfo)."""
+        return {
+            "identity": self.identity,
+            "name": self.name,
+            "role": self.role.value,
+            "joined_at": self.joined_at,
+            "muted": dict(self.muted),
+            "forced_mute": dict(self.forced_mute),
+            "grants": self.grants.model_dump(),
+        }
+
+
+@dataclass(slots=True)
+class LobbyEntry:
+    """A patient or guest waiting to be admitted."""
+
+    sid: str
+    identity: str
+    name: str
+    role: Role
+    grants: Grants
+    admission_id: int
+    requested_at: float
+    card: dict[str, Any] | None = None
+
+    def for_admitters(self, now: float) -> dict[str, Any]:
+        """What hosts and clinicians see in the queue."""
+        return {
+            "identity": self.identity,
+            "name": self.name,
+            "role": self.role.value,
+            "requested_at": self.requested_at,
+            "waited_s": round(max(0.0, now - self.requested_at), 1),
+            "card": self.card,
+        }
+
+
+class Room:
+    """One consult or MDT round."""
+
+    def __init__(
+        self,
+        name: str,
+        created_at: float,
+        locked: bool,
+        lobby_policy: str,
+        ended: bool,
+        bans: set[str],
+        admitted: set[str],
+        recent_waits: list[float],
+    ) -> None:
+        self.name = name
+        self.created_at = created_at
+        self.locked = locked
+        self.lobby_policy = lobby_policy
+        self.ended = ended
+        self.bans = bans
+        self.admitted = admitted
+        self.recent_waits = recent_waits
+        self.participants: dict[str, Participant] = {}
+        self.lobby: dict[str, LobbyEntry] = {}
+        # serialises membership changes of this room (join, admit, remove, end)
+        self.lock = asyncio.Lock()
+
+    @property
+    def closed(self) -> bool:
+        """An ended room accepts nobody."""
+        return self.ended
+
+    def needs_lobby(self, identity: str, role: Role) -> bool:
+        """Whether this identity must wait for admission."""
+        if role is Role.HOST or identity in self.admitted:
+            return False
+        if role is Role.CLINICIAN:
+            return self.lobby_policy == "everyone_waits"
+        return True
+
+    def check_entry(self, identity: str, grants: Grants, max_participants: int) -> None:
+        """Raise the reason this identity cannot come in now, if any."""
+        if self.ended:
+            raise SignalingError(ErrorCode.ROOM_ENDED, "This consultation has ended.")
+        if identity in self.bans:
+            raise SignalingError(ErrorCode.REMOVED, "You were removed from this consultation.")
+        known = identity in self.admitted or identity in self.participants
+        if self.locked and not grants.moderate and not known:
+            raise SignalingError(
+                ErrorCode.ROOM_LOCKED, "The consultation is locked; ask the doctor to unlock it."
+            )
+        if identity not in self.participants and len(self.participants) >= max_participants:
+            raise SignalingError(ErrorCode.ROOM_FULL, "The consultation is full.")
+
+    def lobby_order(self) -> list[LobbyEntry]:
+        """Waiting entries, first come first served."""
+        return sorted(self.lobby.values(), key=lambda e: (e.requested_at, e.admission_id))
+
+    def expected_wait_s(self, position: int) -> float | None:
+        """Rough wait estimate from the room's recent admissions (None until there is one)."""
+        if not self.recent_waits:
+            return None
+        mean = sum(self.recent_waits) / len(self.recent_waits)
+        return round(mean * position, 1)
+
+    def note_wait(self, waited_s: float) -> None:
+        """Remember how long an admitted entry waited (for estimates)."""
+        self.recent_waits.insert(0, waited_s)
+        del self.recent_waits[20:]
+
+    def state(self) -> dict[str, Any]:
+        """The room as joined participants see it."""
+        return {
+            "name": self.name,
+            "created_at": self.created_at,
+            "locked": self.locked,
+            "lobby_policy": self.lobby_policy,
+            "participants": [p.public() for p in self.participants.values()],
+        }
+
+
+class RoomRegistry:
+    """Rooms hosted by this process, loaded from the records store on demand."""
+
+    def __init__(self, store: RecordStore, default_policy: str, max_rooms: int) -> None:
+        self.store = store
+        self.default_policy = default_policy
+        self.max_rooms = max_rooms
+        self.rooms: dict[str, Room] = {}
+        self._loading = asyncio.Lock()
+
+    def get(self, name: str) -> Room | None:
+        """The live room, if loaded."""
+        return self.rooms.get(name)
+
+    async def open(self, name: str) -> Room:
+        """Load or create a room; refuse a new one when the node is full."""
+        room = self.rooms.get(name)
+        if room is not None:
+            return room
+        async with self._loading:
+            room = self.rooms.get(name)
+            if room is not None:
+                return room
+            record = await self.store.load_room(name)
+            if record is None:
+                if self.active_count() >= self.max_rooms:
+                    raise SignalingError(
+                        ErrorCode.NODE_FULL, "This server hosts as many rooms as it may."
+                    )
+                record = await self.store.create_room(name, self.default_policy)
+            room = Room(
+                name=record.name,
+                created_at=record.created_at,
+                locked=record.locked,
+                lobby_policy=record.lobby_policy,
+                ended=record.ended_at is not None,
+                bans=await self.store.bans(name),
+                admitted=await self.store.admitted_identities(name),
+                recent_waits=await self.store.recent_waits(name),
+            )
+            self.rooms[name] = room
+            return room
+
+    def active_count(self) -> int:
+        """Rooms loaded and not ended."""
+        return sum(1 for r in self.rooms.values() if not r.ended)
+
+    def unload_if_idle(self, name: str) -> bool:
+        """Forget a room nobody is in (its records stay in the store); True if unloaded."""
+        room = self.rooms.get(name)
+        if room is not None and not room.participants and not room.lobby:
+            del self.rooms[name]
+            return True
+        return False
+
+    def totals(self) -> tuple[int, int, int]:
+        """(rooms, participants, waiting) across this process."""
+        rooms = [r for r in self.rooms.values() if not r.ended]
+        return (
+            len(rooms),
+            sum(len(r.participants) for r in rooms),
+            sum(len(r.lobby) for r in rooms),
+        )
+
+
+def now() -> float:
+    """Wall-clock seconds (one place, so tests and records agree)."""
+    return time.time()

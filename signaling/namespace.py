@@ -1,0 +1,547 @@
+"""ConsultNamespace: the Socket.IO namespace every client talks to.
+
+Connection lifecycle (token check at `connect`, `join` into the room or its waiting room,
+`disconnect`), one dispatcher that validates, size-bounds and rate-limits every client event
+before its handler runs, and the membership operations the lobby and host controls build on.
+Handlers for features (chat, lobby, host controls, media, documents) register with
+`add_handler`; see docs/protocol.md for the wire protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import socketio
+from pydantic import BaseModel, ValidationError
+
+from rtc_server.metrics import Metrics
+from rtc_server.records.store import RecordStore
+from rtc_server.rooms import LobbyEntry, Participant, Room, RoomRegistry
+from signaling.errors import ErrorCode, SignalingError
+from signaling.extensions import Caller
+from signaling.grants import GRANT_NAMES
+from signaling.limits import TokenBucket, payload_size
+from signaling.schemas import JoinIn, LeaveIn, PreConsultCard
+from signaling.tokens import JoinClaims, verify_token
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Caller, Any], Awaitable[dict[str, Any] | None]]
+Listener = Callable[..., Awaitable[None]]
+When = Literal["joined", "waiting", "present"]
+LISTENER_KINDS = ("participant_joined", "participant_left", "room_closed", "mute_changed")
+
+
+@dataclass(slots=True)
+class HandlerSpec:
+    """How one client event is checked and handled."""
+
+    model: type[BaseModel]
+    handler: Handler
+    grant: str | None
+    max_bytes: int | None
+    when: When
+
+
+@dataclass(slots=True)
+class Connection:
+    """One Socket.IO connection: its verified token and where it stands."""
+
+    sid: str
+    claims: JoinClaims
+    caller: Caller
+    bucket: TokenBucket
+    state: Literal["connected", "waiting", "joined", "left"] = "connected"
+    leave_reason: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def room_key(room: str) -> str:
+    """Socket.IO room of a consult's joined participants."""
+    return f"r:{room}"
+
+
+def admitters_key(room: str) -> str:
+    """Socket.IO room of a consult's participants who may admit (they see the queue)."""
+    return f"a:{room}"
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"]) or "payload"
+        parts.append(f"{loc}: {err['msg']}")
+    more = len(exc.errors()) - 3
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+class ConsultNamespace(socketio.AsyncNamespace):
+    """The "/" namespace: authentication, membership and event dispatch."""
+
+    def __init__(
+        self,
+        *,
+        secret: str,
+        store: RecordStore,
+        registry: RoomRegistry,
+        metrics: Metrics,
+        max_message_bytes: int,
+        rate_per_s: float,
+        rate_burst: float,
+        max_participants: int,
+        chat_history_on_join: int,
+        namespace: str = "/",
+    ) -> None:
+        super().__init__(namespace)
+        self.secret = secret
+        self.store = store
+        self.registry = registry
+        self.metrics = metrics
+        self.max_message_bytes = max_message_bytes
+        self.rate_per_s = rate_per_s
+        self.rate_burst = rate_burst
+        self.max_participants = max_participants
+        self.chat_history_on_join = chat_history_on_join
+        self.conns: dict[str, Connection] = {}
+        self.handlers: dict[str, HandlerSpec] = {}
+        self.listeners: dict[str, list[Listener]] = {k: [] for k in LISTENER_KINDS}
+        self.join_extras: list[Callable[[Caller], Awaitable[dict[str, Any]]]] = []
+        self.closing = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.add_handler("join", JoinIn, self._on_join, when="present")
+        self.add_handler("leave", LeaveIn, self._on_leave, when="present")
+
+    # extension API ------------------------------------------------------------------------------
+
+    def add_handler(
+        self,
+        event: str,
+        model: type[BaseModel],
+        handler: Handler,
+        grant: str | None = None,
+        max_bytes: int | None = None,
+        when: When = "joined",
+    ) -> None:
+        """Register a client event; the payload is checked before `handler(caller, msg)` runs."""
+        if event in self.handlers or event in ("connect", "disconnect", "error"):
+            raise ValueError(f"event {event!r} is already handled")
+        if grant is not None and grant not in GRANT_NAMES:
+            raise ValueError(f"unknown grant {grant!r}")
+        self.handlers[event] = HandlerSpec(model, handler, grant, max_bytes, when)
+
+    def listen(self, kind: str, callback: Listener) -> None:
+        """Call `callback` on a lifecycle event (see LISTENER_KINDS)."""
+        if kind not in self.listeners:
+            raise ValueError(f"unknown listener kind {kind!r}")
+        self.listeners[kind].append(callback)
+
+    def add_join_extra(self, provider: Callable[[Caller], Awaitable[dict[str, Any]]]) -> None:
+        """Merge `await provider(caller)` into every joined payload (e.g. ICE servers)."""
+        self.join_extras.append(provider)
+
+    async def emit_to_identity(self, room: str, identity: str, event: str, data: Any) -> None:
+        """Send an event to one participant (joined or waiting) of a room."""
+        live = self.registry.get(room)
+        if live is None:
+            return
+        target = live.participants.get(identity) or live.lobby.get(identity)
+        if target is not None:
+            await self.emit(event, data, to=target.sid)
+
+    async def emit_to_room(
+        self, room: str, event: str, data: Any, skip_identity: str | None = None
+    ) -> None:
+        """Send an event to every joined participant of a room."""
+        skip_sid = None
+        live = self.registry.get(room)
+        if skip_identity is not None and live is not None:
+            skipped = live.participants.get(skip_identity)
+            skip_sid = skipped.sid if skipped else None
+        await self.emit(event, data, room=room_key(room), skip_sid=skip_sid)
+
+    def caller_for(self, sid: str) -> Caller | None:
+        """The caller behind a Socket.IO sid, if connected."""
+        conn = self.conns.get(sid)
+        return conn.caller if conn else None
+
+    # connection lifecycle -----------------------------------------------------------------------
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        """Authenticate with the join token; refuse with a code the client can show."""
+        try:
+            if self.closing:
+                raise SignalingError(ErrorCode.INTERNAL, "The server is shutting down.")
+            token = auth.get("token") if isinstance(auth, dict) else None
+            claims = verify_token(self.secret, token)
+            room = await self.registry.open(claims.room)
+            room.check_entry(claims.identity, claims.grants, self.max_participants)
+        except SignalingError as exc:
+            self.metrics.refused.labels(exc.code).inc()
+            log.info("connection refused: %s", exc.code)
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.as_dict()) from None
+        caller = Caller(sid, claims.room, claims.identity, claims.name, claims.role, claims.grants)
+        self.conns[sid] = Connection(
+            sid, claims, caller, TokenBucket(self.rate_per_s, self.rate_burst)
+        )
+        self.metrics.connections.inc()
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        """Leave whatever the connection was in; the room carries on."""
+        conn = self.conns.pop(sid, None)
+        if conn is None:
+            return
+        left = await self._depart(conn, conn.leave_reason or "disconnected")
+        if left is not None:
+            await self._notify("participant_left", left, conn.leave_reason or "disconnected")
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        """Route connect/disconnect to their methods and every other event to `dispatch`."""
+        if event == "connect":
+            return await self.on_connect(*args)
+        if event == "disconnect":
+            return await self.on_disconnect(*args)
+        sid = args[0]
+        data = args[1] if len(args) > 1 else None
+        return await self.dispatch(sid, event, data)
+
+    # dispatch -----------------------------------------------------------------------------------
+
+    async def dispatch(self, sid: str, event: str, data: Any) -> dict[str, Any]:
+        """Check one client event and run its handler; answer errors with an `error` event."""
+        ref = data.get("ref") if isinstance(data, dict) else None
+        ref = ref if isinstance(ref, str) and len(ref) <= 64 else None
+        conn = self.conns.get(sid)
+        started = time.perf_counter()
+        try:
+            if conn is None:
+                raise SignalingError(ErrorCode.NOT_JOINED, "Not connected.")
+            if not conn.bucket.take():
+                raise SignalingError(ErrorCode.RATE_LIMITED, "Too many messages; slow down.")
+            spec = self.handlers.get(event) if isinstance(event, str) else None
+            if spec is None:
+                raise SignalingError(ErrorCode.UNKNOWN_EVENT, f"Unknown event {str(event)[:64]!r}.")
+            limit = spec.max_bytes or self.max_message_bytes
+            if payload_size(data) > limit:
+                raise SignalingError(
+                    ErrorCode.PAYLOAD_TOO_LARGE, f"The message is larger than {limit} bytes."
+                )
+            self._check_state(conn, spec.when)
+            if spec.grant is not None and not conn.claims.grants.has(spec.grant):
+                raise SignalingError(
+                    ErrorCode.PERMISSION_DENIED, f"Your role may not do this ({spec.grant})."
+                )
+            try:
+                msg = spec.model.model_validate({} if data is None else data)
+            except ValidationError as exc:
+                raise SignalingError(ErrorCode.INVALID_PAYLOAD, _validation_message(exc)) from None
+            async with conn.lock:
+                result = await spec.handler(conn.caller, msg)
+            self.metrics.events.labels(event).inc()
+            return {"ok": True, **(result or {})}
+        except SignalingError as exc:
+            return await self._reply_error(sid, event, ref, exc)
+        except Exception:
+            log.exception("handler for %r failed", event)
+            return await self._reply_error(
+                sid, event, ref, SignalingError(ErrorCode.INTERNAL, "The server hit an error.")
+            )
+        finally:
+            self.metrics.event_seconds.observe(time.perf_counter() - started)
+
+    def _check_state(self, conn: Connection, when: When) -> None:
+        if when == "present" and conn.state in ("connected", "waiting", "joined"):
+            return
+        if conn.state == when:
+            return
+        if conn.state == "waiting":
+            raise SignalingError(ErrorCode.NOT_JOINED, "You are still in the waiting room.")
+        if when == "waiting":
+            raise SignalingError(ErrorCode.CONFLICT, "You are not in the waiting room.")
+        raise SignalingError(ErrorCode.NOT_JOINED, "Join the room first.")
+
+    async def _reply_error(
+        self, sid: str, event: str, ref: str | None, exc: SignalingError
+    ) -> dict[str, Any]:
+        self.metrics.errors.labels(exc.code).inc()
+        payload = {**exc.as_dict(), "ref": ref, "event": str(event)[:64]}
+        await self.emit("error", payload, to=sid)
+        return {"ok": False, "error": payload}
+
+    # join / leave -------------------------------------------------------------------------------
+
+    async def _on_join(self, caller: Caller, msg: JoinIn) -> dict[str, Any]:
+        conn = self.conns[caller.sid]
+        if conn.state != "connected":
+            raise SignalingError(ErrorCode.CONFLICT, f"Already {conn.state}.")
+        room = await self.registry.open(caller.room)
+        card = msg.card.model_dump() if msg.card else None
+        async with room.lock:
+            room.check_entry(caller.identity, caller.grants, self.max_participants)
+            if room.needs_lobby(caller.identity, caller.role):
+                return await self._enter_lobby_locked(conn, room, card)
+            joined = await self._admit_locked(conn, room)
+        await self._notify("participant_joined", caller)
+        return joined
+
+    async def _on_leave(self, caller: Caller, _msg: LeaveIn) -> dict[str, Any]:
+        conn = self.conns[caller.sid]
+        if conn.state not in ("waiting", "joined"):
+            raise SignalingError(ErrorCode.CONFLICT, "Not in the room.")
+        was_waiting = conn.state == "waiting"
+        left = await self._depart(conn, "left", abandon=was_waiting)
+        conn.state = "left"
+        if left is not None:
+            await self._notify("participant_left", left, "left")
+        return {"left": True}
+
+    # membership operations (callers hold conn.lock; these take room.lock themselves) ------------
+
+    async def _enter_lobby_locked(
+        self, conn: Connection, room: Room, card: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        caller = conn.caller
+        old = room.lobby.get(caller.identity)
+        if old is not None and old.sid != conn.sid:
+            self.kick_later(old.sid, "replaced", {"reason": "replaced"})
+        record = await self.store.request_admission(
+            room.name, caller.identity, caller.name, caller.role.value, card
+        )
+        room.lobby[caller.identity] = LobbyEntry(
+            sid=conn.sid,
+            identity=caller.identity,
+            name=caller.name,
+            role=caller.role,
+            grants=caller.grants,
+            admission_id=record.id,
+            requested_at=record.requested_at,
+            card=record.card,
+        )
+        conn.state = "waiting"
+        await self.broadcast_queue(room, skip_sid=conn.sid)
+        return {"status": "waiting", **self._position(room, caller.identity)}
+
+    async def _admit_locked(self, conn: Connection, room: Room) -> dict[str, Any]:
+        """Make `conn` a joined participant (room.lock held); returns the joined payload."""
+        caller = conn.caller
+        if conn.sid not in self.conns:
+            raise SignalingError(ErrorCode.CONFLICT, "The connection has gone.")
+        old = room.participants.get(caller.identity)
+        if old is not None and old.sid != conn.sid:
+            # the newest connection of an identity wins (a reload, a second device)
+            await self._remove_participant_locked(room, old, "replaced")
+            self.kick_later(old.sid, "replaced", {"reason": "replaced"})
+        session_id = await self.store.open_session(
+            room.name, caller.identity, caller.name, caller.role.value
+        )
+        participant = Participant(
+            sid=conn.sid,
+            identity=caller.identity,
+            name=caller.name,
+            role=caller.role,
+            grants=caller.grants,
+            joined_at=time.time(),
+            session_id=session_id,
+        )
+        room.participants[caller.identity] = participant
+        conn.state = "joined"
+        await self.enter_room(conn.sid, room_key(room.name))
+        if caller.grants.admit:
+            await self.enter_room(conn.sid, admitters_key(room.name))
+        history = await self.store.chat_history(room.name, self.chat_history_on_join)
+        await self.emit(
+            "participant:joined",
+            participant.public(),
+            room=room_key(room.name),
+            skip_sid=conn.sid,
+        )
+        payload: dict[str, Any] = {
+            "status": "joined",
+            "self": participant.public(),
+            "room": room.state(),
+            "chat": [m.as_event() for m in history],
+        }
+        if caller.grants.admit:
+            payload["lobby"] = self._queue(room)
+        for extra in self.join_extras:
+            payload.update(await extra(caller))
+        return payload
+
+    async def admit(self, room: Room, entry: LobbyEntry, by: str) -> Caller | None:
+        """Admit a waiting entry (room.lock held); returns whom to announce as joined."""
+        conn = self.conns.get(entry.sid)
+        room.lobby.pop(entry.identity, None)
+        waited = time.time() - entry.requested_at
+        await self.store.decide_admission(entry.admission_id, "admitted", by)
+        room.admitted.add(entry.identity)
+        room.note_wait(waited)
+        if conn is None:
+            return None
+        joined = await self._admit_locked(conn, room)
+        await self.emit("lobby:admitted", {**joined, "by": by}, to=conn.sid)
+        return conn.caller
+
+    async def deny(self, room: Room, entry: LobbyEntry, by: str, reason: str | None) -> None:
+        """Turn a waiting entry away (room.lock held) and close its connection."""
+        room.lobby.pop(entry.identity, None)
+        await self.store.decide_admission(entry.admission_id, "denied", by, reason)
+        conn = self.conns.get(entry.sid)
+        if conn is not None:
+            conn.state = "left"
+            self.kick_later(
+                entry.sid, "denied", {"reason": reason or "", "by": by}, event="lobby:denied"
+            )
+
+    async def remove_participant(self, room: Room, participant: Participant, reason: str) -> None:
+        """Take a joined participant out of the room (room.lock held)."""
+        await self._remove_participant_locked(room, participant, reason)
+
+    async def _remove_participant_locked(
+        self, room: Room, participant: Participant, reason: str
+    ) -> None:
+        if room.participants.get(participant.identity) is participant:
+            del room.participants[participant.identity]
+        await self.store.close_session(participant.session_id, reason)
+        await self.leave_room(participant.sid, room_key(room.name))
+        await self.leave_room(participant.sid, admitters_key(room.name))
+        conn = self.conns.get(participant.sid)
+        if conn is not None:
+            conn.state = "left"
+            conn.leave_reason = reason
+        await self.emit(
+            "participant:left",
+            {"identity": participant.identity, "reason": reason},
+            room=room_key(room.name),
+        )
+
+    async def _depart(self, conn: Connection, reason: str, abandon: bool = False) -> Caller | None:
+        """Remove a connection from its room or lobby; returns the caller if it had joined."""
+        room = self.registry.get(conn.caller.room)
+        if room is None:
+            return None
+        left: Caller | None = None
+        unloaded = False
+        async with room.lock:
+            identity = conn.caller.identity
+            participant = room.participants.get(identity)
+            if participant is not None and participant.sid == conn.sid:
+                await self._remove_participant_locked(room, participant, reason)
+                left = conn.caller
+            entry = room.lobby.get(identity)
+            if entry is not None and entry.sid == conn.sid:
+                del room.lobby[identity]
+                if abandon:
+                    await self.store.decide_admission(entry.admission_id, "left", identity)
+                await self.broadcast_queue(room)
+            unloaded = self.registry.unload_if_idle(room.name)
+        if unloaded:
+            await self._notify("room_closed", room.name)
+        return left
+
+    def kick_later(
+        self, sid: str, reason: str, data: dict[str, Any], event: str | None = None
+    ) -> None:
+        """Tell a connection why, then disconnect it (outside the caller's locks)."""
+        conn = self.conns.get(sid)
+        if conn is not None:
+            conn.leave_reason = reason
+
+        async def kick() -> None:
+            await self.emit(event or reason, data, to=sid)
+            await self.disconnect(sid)
+
+        self.spawn(kick())
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        """Run a background task that is kept referenced and awaited at shutdown."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # lobby views --------------------------------------------------------------------------------
+
+    def _queue(self, room: Room) -> list[dict[str, Any]]:
+        now = time.time()
+        return [e.for_admitters(now) for e in room.lobby_order()]
+
+    def _position(self, room: Room, identity: str) -> dict[str, Any]:
+        order = room.lobby_order()
+        position = next((i + 1 for i, e in enumerate(order) if e.identity == identity), 0)
+        admitters = any(p.grants.admit for p in room.participants.values())
+        return {
+            "position": position,
+            "waiting": len(order),
+            "expected_wait_s": room.expected_wait_s(position),
+            "admitters_present": admitters,
+        }
+
+    async def broadcast_queue(self, room: Room, skip_sid: str | None = None) -> None:
+        """Send admitters the queue and every waiting participant its position."""
+        await self.emit(
+            "lobby:queue", {"entries": self._queue(room)}, room=admitters_key(room.name)
+        )
+        for entry in room.lobby_order():
+            if entry.sid != skip_sid:
+                await self.emit(
+                    "lobby:position", self._position(room, entry.identity), to=entry.sid
+                )
+
+    async def set_card(self, room: Room, identity: str, card: PreConsultCard) -> None:
+        """Replace a waiting entry's pre-consult card and show it to admitters."""
+        entry = room.lobby.get(identity)
+        if entry is None:
+            raise SignalingError(ErrorCode.CONFLICT, "You are not in the waiting room.")
+        entry.card = card.model_dump()
+        await self.store.set_card(entry.admission_id, entry.card)
+        await self.broadcast_queue(room)
+
+    # room-wide ----------------------------------------------------------------------------------
+
+    async def end_room(self, room: Room, by: str, reason: str | None) -> list[Caller]:
+        """End a consult for everyone (room.lock held); returns who had joined."""
+        room.ended = True
+        await self.store.update_room(room.name, ended_at=time.time(), ended_by=by)
+        payload = {"by": by, "reason": reason or ""}
+        left: list[Caller] = []
+        for participant in list(room.participants.values()):
+            conn = self.conns.get(participant.sid)
+            await self._remove_participant_locked(room, participant, "room_ended")
+            if conn is not None:
+                left.append(conn.caller)
+            self.kick_later(participant.sid, "room_ended", payload, event="room:ended")
+        for entry in list(room.lobby.values()):
+            room.lobby.pop(entry.identity, None)
+            await self.store.decide_admission(entry.admission_id, "abandoned", by, "room ended")
+            self.kick_later(entry.sid, "room_ended", payload, event="room:ended")
+        return left
+
+    async def notify(self, kind: str, *args: Any) -> None:
+        """Run the listeners of `kind`; a failing listener is logged, never fatal."""
+        await self._notify(kind, *args)
+
+    async def _notify(self, kind: str, *args: Any) -> None:
+        for callback in self.listeners[kind]:
+            try:
+                await callback(*args)
+            except Exception:
+                log.exception("%s listener failed", kind)
+
+    async def shutdown(self, reason: str = "server shutting down") -> None:
+        """Tell every client, end their sessions in the records, and disconnect them."""
+        self.closing = True
+        await self.emit("server:shutdown", {"reason": reason, "reconnect": True})
+        for conn in list(self.conns.values()):
+            conn.leave_reason = "server_shutdown"
+        for sid in list(self.conns):
+            await self.disconnect(sid)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        for name in list(self.registry.rooms):
+            room = self.registry.rooms[name]
+            if room.closed:
+                continue
+            await self._notify("room_closed", name)

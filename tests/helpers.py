@@ -1,0 +1,117 @@
+"""Test helpers: a recording Socket.IO client and token minting for a live server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict, deque
+from collections.abc import Callable
+from typing import Any
+
+import socketio
+
+from signaling.grants import Role
+from signaling.tokens import mint_token
+
+WAIT_S = 10.0
+
+
+class ConnectRefused(Exception):
+    """The server refused the connection; `data` is what it said."""
+
+    def __init__(self, data: Any) -> None:
+        super().__init__(str(data))
+        self.data = data if isinstance(data, dict) else {"message": str(data)}
+
+    @property
+    def code(self) -> str | None:
+        inner = self.data.get("data")
+        return inner.get("code") if isinstance(inner, dict) else None
+
+
+class Client:
+    """A real socketio.AsyncClient that records every server event for bounded waits."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.token = token
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.events: dict[str, deque[Any]] = defaultdict(deque)
+        self._arrived = asyncio.Condition()
+        self._connect_error: Any = None
+        self.sio.on("*", self._record)
+        self.sio.on("connect_error", self._on_connect_error)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.disconnected = asyncio.Event()
+
+    async def _record(self, event: str, data: Any = None) -> None:
+        async with self._arrived:
+            self.events[event].append(data)
+            self._arrived.notify_all()
+
+    async def _on_connect_error(self, data: Any) -> None:
+        self._connect_error = data
+
+    async def _on_disconnect(self, *_args: Any) -> None:
+        self.disconnected.set()
+
+    async def connect(self) -> Client:
+        try:
+            await self.sio.connect(
+                self.url, auth={"token": self.token}, transports=["websocket"], wait_timeout=WAIT_S
+            )
+        except socketio.exceptions.ConnectionError as exc:
+            raise ConnectRefused(self._connect_error or str(exc)) from None
+        return self
+
+    async def call(self, event: str, data: Any = None, timeout: float = WAIT_S) -> Any:
+        return await self.sio.call(event, data, timeout=timeout)
+
+    async def emit(self, event: str, data: Any = None) -> None:
+        await self.sio.emit(event, data)
+
+    async def next(
+        self,
+        event: str,
+        where: Callable[[Any], bool] | None = None,
+        timeout: float = WAIT_S,
+    ) -> Any:
+        """The next unconsumed `event` (matching `where`), waiting at most `timeout` s."""
+
+        def take() -> tuple[bool, Any]:
+            queue = self.events[event]
+            for i, item in enumerate(queue):
+                if where is None or where(item):
+                    del queue[i]
+                    return True, item
+            return False, None
+
+        async with asyncio.timeout(timeout), self._arrived:
+            while True:
+                found, item = take()
+                if found:
+                    return item
+                await self._arrived.wait()
+
+    def drain(self, event: str) -> list[Any]:
+        items = list(self.events[event])
+        self.events[event].clear()
+        return items
+
+    async def wait_disconnected(self, timeout: float = WAIT_S) -> None:
+        await asyncio.wait_for(self.disconnected.wait(), timeout)
+
+    async def close(self) -> None:
+        if self.sio.connected:
+            await self.sio.disconnect()
+
+
+class Tokens:
+    """Mints tokens for one server's signing secret."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+
+    def __call__(
+        self, room: str, identity: str, role: Role | str, name: str | None = None, **kw: Any
+    ) -> str:
+        return mint_token(self.secret, room=room, identity=identity, role=role, name=name, **kw)
