@@ -90,6 +90,7 @@ class Room:
         self.lobby_policy = lobby_policy
         self.ended = ended
         self.bans = bans
+        # identities admitted or joined before: they skip the lobby and pass a lock
         self.admitted = admitted
         self.recent_waits = recent_waits
         self.participants: dict[str, Participant] = {}
@@ -188,7 +189,7 @@ class RoomRegistry:
                 lobby_policy=record.lobby_policy,
                 ended=record.ended_at is not None,
                 bans=await self.store.bans(name),
-                admitted=await self.store.admitted_identities(name),
+                admitted=await self.store.known_identities(name),
                 recent_waits=await self.store.recent_waits(name),
             )
             self.rooms[name] = room

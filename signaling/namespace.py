@@ -348,6 +348,7 @@ class ConsultNamespace(socketio.AsyncNamespace):
             session_id=session_id,
         )
         room.participants[caller.identity] = participant
+        room.admitted.add(caller.identity)
         conn.state = "joined"
         await self.enter_room(conn.sid, room_key(room.name))
         if caller.grants.admit:
@@ -512,7 +513,11 @@ class ConsultNamespace(socketio.AsyncNamespace):
             await self._remove_participant_locked(room, participant, "room_ended")
             if conn is not None:
                 left.append(conn.caller)
-            self.kick_later(participant.sid, "room_ended", payload, event="room:ended")
+            if participant.identity == by:
+                # the ender gets its ack first and closes its own connection
+                await self.emit("room:ended", payload, to=participant.sid)
+            else:
+                self.kick_later(participant.sid, "room_ended", payload, event="room:ended")
         for entry in list(room.lobby.values()):
             room.lobby.pop(entry.identity, None)
             await self.store.decide_admission(entry.admission_id, "abandoned", by, "room ended")

@@ -263,15 +263,20 @@ class RecordStore:
             .values(decision=decision, decided_at=time.time(), decided_by=by, reason=reason)
         )
 
-    async def admitted_identities(self, room: str) -> set[str]:
-        """Identities a moderator has admitted to the room (they skip the lobby next time)."""
+    async def known_identities(self, room: str) -> set[str]:
+        """Identities that were admitted to, or joined, the room (they skip the lobby again)."""
         async with self.engine.connect() as conn:
-            rows = await conn.execute(
+            admitted = await conn.execute(
                 select(t.admissions.c.identity)
                 .where(t.admissions.c.room == room)
                 .where(t.admissions.c.decision == "admitted")
             )
-            return {r.identity for r in rows}
+            joined = await conn.execute(
+                select(t.participant_sessions.c.identity)
+                .where(t.participant_sessions.c.room == room)
+                .distinct()
+            )
+            return {r.identity for r in admitted} | {r.identity for r in joined}
 
     async def recent_waits(self, room: str, limit: int = 20) -> list[float]:
         """Seconds waited by the last admitted requests of a room."""
