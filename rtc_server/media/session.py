@@ -1,0 +1,335 @@
+"""PeerSession: one participant's media connection to the SFU.
+
+A session holds up to two RTCPeerConnections, as LiveKit does: a *publisher* PC (the client
+offers, the server answers: it only receives) and a *subscriber* PC (the server offers, the
+client answers: it only sends). Each PC is negotiated in one direction only, so offers can
+never collide (no glare, no rollback, which aiortc lacks), and the server choosing the
+subscriber offer lets it pin each forwarded track to its publisher's exact codec (aiortc's
+sender uses the first codec of the answer; a mismatch would send H264 packed as VP8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+
+from .aiortc_patch import negotiated_codec
+from .forwarder import Publication, Subscription
+from .frames import SUPPORTED_CODECS
+from .messages import (
+    MediaError,
+    OfferedTrack,
+    RtcAnswer,
+    RtcCandidate,
+    RtcOffer,
+    ServerOffer,
+    kind_of,
+)
+
+if TYPE_CHECKING:
+    from .room import RoomMedia
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+def _codec_capabilities(codec: Any, kind: str) -> list[RTCRtpCodecCapability]:
+    caps = RTCRtpSender.getCapabilities(kind).codecs
+    chosen = [
+        c
+        for c in caps
+        if c.mimeType.lower() == codec.mimeType.lower() and c.parameters == codec.parameters
+    ]
+    if not chosen:
+        raise MediaError("codec_unsupported", f"cannot offer {codec.mimeType}")
+    rtx = [c for c in caps if c.mimeType.lower() == f"{kind}/rtx"]
+    return chosen[:1] + rtx[:1]
+
+
+class PeerSession:
+    """Publisher and subscriber peer connections of one participant."""
+
+    def __init__(
+        self,
+        room: RoomMedia,
+        identity: str,
+        send: Send,
+        can_publish: bool,
+        can_subscribe: bool,
+    ) -> None:
+        self.room = room
+        self.identity = identity
+        self.send = send
+        self.can_publish = can_publish
+        self.can_subscribe = can_subscribe
+        self.closed = False
+        self.pub_pc: RTCPeerConnection | None = None
+        self.sub_pc: RTCPeerConnection | None = None
+        self.publications: dict[str, Publication] = {}
+        self.subscriptions: dict[tuple[str, str], Subscription] = {}
+        self.blocked: set[tuple[str, str | None]] = set()  # explicit unsubscribes
+        self.forced_mute: set[str] = set()  # "audio" / "video" muted by a host
+        self._mid_source: dict[str, str] = {}
+        self._pub_lock = asyncio.Lock()
+        self._neg_lock = asyncio.Lock()
+        self._neg_task: asyncio.Task[None] | None = None
+        self._neg_dirty = False
+        self._offer_id = 0
+        self._awaiting: int | None = None
+        self._offered: list[Subscription] = []
+
+    # -- helpers ----------------------------------------------------------------------------
+    async def emit(self, event: str, payload: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        try:
+            await self.send(event, payload)
+        except Exception:  # the transport is gone; teardown comes from the signaling side
+            logger.info("media: could not send %s to %s", event, self.identity, exc_info=True)
+
+    def _watch(self, pc: RTCPeerConnection, which: str) -> None:
+        @pc.on("connectionstatechange")
+        async def _state() -> None:
+            if pc.connectionState == "failed" and not self.closed:
+                logger.info("media: %s %s connection failed", self.identity, which)
+                self.room.spawn(self.room.reset_session(self.identity, "network"))
+
+    # -- publishing -------------------------------------------------------------------------
+    async def on_publisher_offer(self, msg: RtcOffer) -> dict[str, Any]:
+        if not self.can_publish:
+            raise MediaError("permission_denied", "no publish grant")
+        settings = self.room.settings
+        if len(msg.sdp) > settings.max_sdp_bytes:
+            raise MediaError("too_large", "SDP too large")
+        async with self._pub_lock:
+            if self.closed:
+                raise MediaError("closed", "session closed")
+            declared = self._check_offer(msg)
+            if self.pub_pc is None:
+                self.pub_pc = self.room.ice.new_peer_connection()
+                self._watch(self.pub_pc, "publisher")
+            pc = self.pub_pc
+            if pc.signalingState != "stable":
+                raise MediaError("negotiation_in_progress", "publisher PC is not stable")
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp, type="offer"))
+            except Exception as exc:
+                raise MediaError("bad_sdp", f"offer rejected: {exc}") from exc
+            new_pubs, gone = self._collect_publications(pc, declared)
+            answer = await pc.createAnswer()
+            self.room.ice.before_gathering(pc)
+            await pc.setLocalDescription(answer)
+            sdp = self.room.ice.outgoing_sdp(pc.localDescription.sdp)
+        for source in gone:
+            await self.room.unpublish(self.identity, source, "unpublished")
+        for pub in new_pubs:
+            await self.room.publish(pub)
+        return {"sdp": sdp, "type": "answer"}
+
+    def _check_offer(self, msg: RtcOffer) -> dict[str, str]:
+        """Validate the offer's m-lines against the declared sources, before applying it."""
+        lowered = msg.sdp.lower()
+        if "a=simulcast" in lowered or "a=rid:" in lowered:
+            raise MediaError("simulcast_unsupported", "publish a camera_low track instead")
+        try:
+            parsed = SessionDescription.parse(msg.sdp)
+        except Exception as exc:
+            raise MediaError("bad_sdp", f"unparseable offer: {exc}") from exc
+        declared = {t.mid: t.source for t in msg.tracks}
+        if len(set(declared.values())) != len(declared):
+            raise MediaError("bad_request", "a source is declared twice")
+        sending = 0
+        for media in parsed.media:
+            if media.kind not in ("audio", "video"):
+                continue
+            mid = media.rtp.muxId
+            if media.direction not in ("sendonly", "sendrecv"):
+                continue
+            sending += 1
+            source = declared.get(mid) or self._mid_source.get(mid)
+            if source is None:
+                raise MediaError("bad_request", f"m-line {mid} sends but declares no source")
+            if kind_of(source) != media.kind:
+                raise MediaError("bad_request", f"{source} cannot be {media.kind}")
+        if sending > self.room.settings.max_tracks_per_publisher:
+            raise MediaError("too_many_tracks", "too many published tracks")
+        for mid, source in declared.items():
+            owner = next((m for m, s in self._mid_source.items() if s == source), None)
+            if owner is not None and owner != mid and source in self.publications:
+                raise MediaError("already_published", f"{source} is already published")
+        return declared
+
+    def _collect_publications(
+        self, pc: RTCPeerConnection, declared: dict[str, str]
+    ) -> tuple[list[Publication], list[str]]:
+        new: list[Publication] = []
+        gone: list[str] = []
+        settings = self.room.settings
+        for t in pc.getTransceivers():
+            if t.mid is None:
+                continue
+            source = declared.get(t.mid) or self._mid_source.get(t.mid)
+            receiving = t._offerDirection in ("recvonly", "sendrecv")  # server side view
+            if not receiving:
+                if source in self.publications and self._mid_source.get(t.mid) == source:
+                    gone.append(source)
+                continue
+            if source is None or source in self.publications:
+                continue
+            codec = negotiated_codec(t)
+            if codec is None or codec.mimeType.lower() not in SUPPORTED_CODECS:
+                raise MediaError("codec_unsupported", f"{source}: no VP8/H264/Opus offered")
+            self._mid_source[t.mid] = source
+            pub = Publication(self.identity, source, codec, settings, transceiver=t)
+            pub.tap()
+            if kind_of(source) in self.forced_mute:
+                pub.forced_muted = True
+            self.publications[source] = pub
+            new.append(pub)
+        return new, gone
+
+    # -- subscribing ------------------------------------------------------------------------
+    def add_subscription(self, sub: Subscription) -> None:
+        if self.closed:
+            sub.close()
+            return
+        if self.sub_pc is None:
+            self.sub_pc = self.room.ice.new_peer_connection()
+            self._watch(self.sub_pc, "subscriber")
+        transceiver = self.sub_pc.addTransceiver(sub.track, direction="sendonly")
+        transceiver.setCodecPreferences(_codec_capabilities(sub.codec, sub.kind))
+        sub.bind(transceiver)
+        self.subscriptions[sub.key] = sub
+        self.renegotiate()
+
+    async def remove_subscription(self, key: tuple[str, str], renegotiate: bool = True) -> None:
+        sub = self.subscriptions.pop(key, None)
+        if sub is None:
+            return
+        sub.close()
+        if sub.transceiver is not None:
+            sub.transceiver.direction = "inactive"
+        if sub.sender is not None:
+            with contextlib.suppress(Exception):
+                await sub.sender.stop()
+        if renegotiate:
+            self.renegotiate()
+
+    def renegotiate(self) -> None:
+        """(Re)offer the subscriber PC, coalescing bursts of changes into one offer."""
+        if self.closed or self.sub_pc is None:
+            return
+        self._neg_dirty = True
+        if self._neg_task is None or self._neg_task.done():
+            self._neg_task = asyncio.ensure_future(self._negotiate())
+
+    async def _negotiate(self) -> None:
+        await asyncio.sleep(0)  # let a burst of subscription changes land first
+        async with self._neg_lock:
+            pc = self.sub_pc
+            if self.closed or pc is None or not self._neg_dirty:
+                return
+            if pc.signalingState != "stable":
+                return  # re-offered when the pending answer arrives
+            self._neg_dirty = False
+            offer = await pc.createOffer()
+            self.room.ice.before_gathering(pc)
+            await pc.setLocalDescription(offer)
+            self._offer_id += 1
+            self._awaiting = self._offer_id
+            self._offered = list(self.subscriptions.values())
+            tracks = [
+                OfferedTrack(
+                    mid=s.transceiver.mid or "",
+                    track_id=s.track.id,
+                    publisher=s.publisher,
+                    source=s.source,  # type: ignore[arg-type]
+                    kind=s.kind,
+                )
+                for s in self._offered
+                if s.transceiver is not None
+            ]
+            payload = ServerOffer(
+                sdp=self.room.ice.outgoing_sdp(pc.localDescription.sdp),
+                offer_id=self._offer_id,
+                tracks=tracks,
+            )
+        await self.emit("rtc:offer", payload.model_dump())
+
+    async def on_subscriber_answer(self, msg: RtcAnswer) -> None:
+        if len(msg.sdp) > self.room.settings.max_sdp_bytes:
+            raise MediaError("too_large", "SDP too large")
+        async with self._neg_lock:
+            pc = self.sub_pc
+            if pc is None or self._awaiting is None or msg.offer_id != self._awaiting:
+                raise MediaError("stale_answer", "no such pending offer")
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp, type="answer"))
+            except Exception as exc:
+                raise MediaError("bad_sdp", f"answer rejected: {exc}") from exc
+            self._awaiting = None
+            mismatched = []
+            for sub in self._offered:
+                if sub.transceiver is None or sub.closed:
+                    continue
+                codec = negotiated_codec(sub.transceiver)
+                if codec is None or codec.mimeType.lower() != sub.mime:
+                    mismatched.append(sub.key)
+        for key in mismatched:
+            logger.warning("media: %s answered %s with another codec", self.identity, key)
+            await self.remove_subscription(key, renegotiate=False)
+        if self._neg_dirty or mismatched:
+            self.renegotiate()
+
+    async def on_candidate(self, msg: RtcCandidate) -> None:
+        pc = self.pub_pc if msg.pc == "publisher" else self.sub_pc
+        if pc is None or pc.remoteDescription is None:
+            raise MediaError("no_peer_connection", f"no {msg.pc} connection yet")
+        if msg.candidate is None or not msg.candidate.strip():
+            await pc.addIceCandidate(None)  # type: ignore[arg-type]
+            return
+        text = msg.candidate.strip()
+        if text.startswith("candidate:"):
+            text = text[len("candidate:") :]
+        try:
+            candidate = candidate_from_sdp(text)
+        except Exception as exc:
+            raise MediaError("bad_candidate", "unparseable ICE candidate") from exc
+        if candidate.protocol.lower() != "udp":
+            return  # aiortc has no ICE-TCP
+        candidate.sdpMid = msg.sdp_mid
+        candidate.sdpMLineIndex = msg.sdp_mline_index
+        if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
+            candidate.sdpMLineIndex = 0
+        await pc.addIceCandidate(candidate)
+
+    # -- teardown ---------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Close both peer connections. Publications/subscriptions are the room's to drop."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._neg_task is not None and not self._neg_task.done():
+            self._neg_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._neg_task
+        for sub in self.subscriptions.values():
+            sub.close()
+        self.subscriptions.clear()
+        for pub in self.publications.values():
+            pub.close()
+        self.publications.clear()
+        for pc in (self.pub_pc, self.sub_pc):
+            if pc is not None:
+                with contextlib.suppress(Exception):
+                    await pc.close()
+        self.pub_pc = None
+        self.sub_pc = None

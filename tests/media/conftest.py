@@ -1,0 +1,79 @@
+"""In-process harness: a RoomMedia and real aiortc clients, signaling through asyncio queues."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from rtc_server.media.client import MediaClient
+from rtc_server.media.messages import CLIENT_EVENTS, MediaError
+from rtc_server.media.room import RoomMedia
+from rtc_server.media.settings import MediaSettings
+
+
+class Harness:
+    def __init__(self, room: RoomMedia) -> None:
+        self.room = room
+        self.clients: dict[str, MediaClient] = {}
+        self.errors: list[tuple[str, str, str]] = []
+
+    async def request(
+        self, identity: str, event: str, data: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        model = CLIENT_EVENTS[event].model_validate(data)
+        try:
+            return await self.room.handle(identity, event, model)
+        except MediaError as exc:
+            self.errors.append((identity, event, exc.code))
+            raise
+
+    async def join(
+        self, identity: str, publish: bool = True, subscribe: bool = True, **kw: Any
+    ) -> MediaClient:
+        client = MediaClient(identity, lambda ev, data: self.request(identity, ev, data), **kw)
+        self.clients[identity] = client
+
+        async def send(event: str, payload: dict[str, Any]) -> None:
+            client.deliver(event, payload)
+
+        await self.room.add_participant(identity, send, publish, subscribe)
+        return client
+
+    async def leave(self, identity: str, reason: str = "left") -> None:
+        await self.room.remove_participant(identity, reason)
+        await self.clients.pop(identity).close()
+
+    async def close(self) -> None:
+        await self.room.close()
+        for client in list(self.clients.values()):
+            await client.close()
+        self.clients.clear()
+
+
+async def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> None:
+    """Poll ``predicate()`` until true or fail after ``timeout`` seconds."""
+
+    async def _poll() -> None:
+        while not predicate():  # noqa: ASYNC110 - polling assertion with a bound
+            await asyncio.sleep(interval)
+
+    await asyncio.wait_for(_poll(), timeout)
+
+
+@pytest.fixture
+def media_settings() -> MediaSettings:
+    return MediaSettings(stats_interval_s=0.5, active_speaker_interval_s=0.1)
+
+
+@pytest.fixture
+async def harness(media_settings: MediaSettings) -> AsyncIterator[Harness]:
+    h = Harness(RoomMedia("room-1", media_settings))
+    try:
+        yield h
+    finally:
+        with contextlib.suppress(Exception):
+            await h.close()
