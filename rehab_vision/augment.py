@@ -1,0 +1,55 @@
+"""Landmark-sequence augmentations used to check that counting is robust (pure functions)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .landmarks import MIRROR_PERMUTATION, PoseSequence
+
+
+def mirror(seq: PoseSequence) -> PoseSequence:
+    """Left/right swap plus an x flip (the clip seen in a mirror)."""
+    lm = seq.lm[:, MIRROR_PERMUTATION].copy()
+    lm[..., 0] = 1.0 - lm[..., 0]
+    lm[..., 4] = -lm[..., 4]
+    return PoseSequence(lm=lm, fps=seq.fps, frame_size=seq.frame_size)
+
+
+def resample(seq: PoseSequence, speed: float) -> PoseSequence:
+    """The movement played ``speed`` times faster at the same frame rate (linear interpolation;
+    a frame next to a missing one stays missing)."""
+    if speed <= 0:
+        raise ValueError("speed must be positive")
+    n = len(seq)
+    src = np.arange(0.0, n - 1 + 1e-9, speed)
+    i0 = np.floor(src).astype(int)
+    i1 = np.minimum(i0 + 1, n - 1)
+    w = (src - i0)[:, None, None].astype(np.float32)
+    lm = (1 - w) * seq.lm[i0] + w * seq.lm[i1]
+    return PoseSequence(lm=lm.astype(np.float32), fps=seq.fps, frame_size=seq.frame_size)
+
+
+def add_noise(seq: PoseSequence, image_sigma: float = 0.005, world_sigma: float = 0.01,
+              seed: int = 0) -> PoseSequence:
+    """Gaussian jitter on positions (normalised image units, metres), visibility untouched."""
+    rng = np.random.default_rng(seed)
+    lm = seq.lm.copy()
+    shape = lm.shape[:2]
+    for k in (0, 1):
+        lm[..., k] += rng.normal(0.0, image_sigma, shape).astype(np.float32)
+    for k in (4, 5, 6):
+        lm[..., k] += rng.normal(0.0, world_sigma, shape).astype(np.float32)
+    return PoseSequence(lm=lm, fps=seq.fps, frame_size=seq.frame_size)
+
+
+def drop_gaps(seq: PoseSequence, gap_s: float = 1.0, every_s: float = 4.0,
+              offset_s: float = 1.0, tail_s: float = 0.0) -> PoseSequence:
+    """Remove the pose for ``gap_s`` seconds every ``every_s`` seconds, from ``offset_s``;
+    gaps that would reach into the last ``tail_s`` seconds of the clip are left out."""
+    lm = seq.lm.copy()
+    t = np.arange(len(seq)) / seq.fps
+    phase = (t - offset_s) % every_s
+    gap_start = t - phase
+    lost = (t >= offset_s) & (phase < gap_s) & (gap_start + gap_s <= seq.duration_s - tail_s)
+    lm[lost] = np.nan
+    return PoseSequence(lm=lm, fps=seq.fps, frame_size=seq.frame_size)

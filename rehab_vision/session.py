@@ -1,0 +1,237 @@
+"""Stateful online wrapper: landmarks frame by frame -> angle, phase, reps, scores, cues."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from .counter import CounterConfig, Phase, RepCounter, RepEvent
+from .cues import PRIORITY, Cue, CueLimiter
+from .filters import OneEuroFilter
+from .landmarks import Landmarks, PoseSequence
+from .measures import FrameMeasures, combined_angle, measure
+from .scoring import Fault, score_rep
+from .specs import ExerciseSpec, Side
+
+LOST_CUE_AFTER_S = 1.5
+BUFFER_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RepResult:
+    index: int
+    start_s: float
+    peak_s: float
+    end_s: float
+    rom_deg: float
+    peak_deg: float
+    rom_fraction: float
+    score: float
+    components: dict[str, float]
+    faults: tuple[Fault, ...]
+    side: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "index": self.index, "start_s": round(self.start_s, 3),
+            "peak_s": round(self.peak_s, 3), "end_s": round(self.end_s, 3),
+            "rom_deg": self.rom_deg, "peak_deg": self.peak_deg,
+            "rom_fraction": self.rom_fraction, "score": self.score,
+            "components": self.components, "side": self.side,
+            "faults": [f.as_dict() for f in self.faults],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FrameUpdate:
+    t: float
+    tracked: bool
+    angle: float | None  # smoothed joint angle, degrees
+    phase: Phase
+    reps: int
+    new_reps: tuple[RepResult, ...] = ()  # reps completed on this frame
+    cue: Cue | None = None
+
+    @property
+    def rep(self) -> RepResult | None:
+        """The last rep completed on this frame, if any."""
+        return self.new_reps[-1] if self.new_reps else None
+
+
+@dataclass(slots=True)
+class _SideChooser:
+    """Sticky choice of one side by visibility (ties broken by how much each side moves)."""
+
+    vis: dict[str, float] = field(default_factory=lambda: {"left": 0.0, "right": 0.0})
+    lo: dict[str, float] = field(default_factory=lambda: {"left": math.inf, "right": math.inf})
+    hi: dict[str, float] = field(default_factory=lambda: {"left": -math.inf, "right": -math.inf})
+    current: str | None = None
+
+    def update(self, m: FrameMeasures, may_switch: bool) -> str | None:
+        for s in ("left", "right"):
+            self.vis[s] = 0.8 * self.vis[s] + 0.2 * m.vis[s]
+            if m.usable(s):
+                self.lo[s] = min(self.lo[s], m.angle[s])
+                self.hi[s] = max(self.hi[s], m.angle[s])
+        if self.current is None or may_switch:
+            best = max(("left", "right"), key=lambda s: (self.vis[s], self._range(s)))
+            if abs(self.vis["left"] - self.vis["right"]) < 0.1:
+                best = max(("left", "right"), key=self._range)
+            if self.current is None or (best != self.current and (
+                    self.vis[best] > self.vis[self.current] + 0.15
+                    or self._range(best) > self._range(self.current) + 20)):
+                self.current = best
+        return self.current
+
+    def _range(self, s: str) -> float:
+        return self.hi[s] - self.lo[s] if self.hi[s] >= self.lo[s] else 0.0
+
+
+class ExerciseSession:
+    """Feed one frame at a time with :meth:`feed`; read ``reps`` and :meth:`summary`."""
+
+    def __init__(self, spec: ExerciseSpec, side: Side | None = None,
+                 counter: CounterConfig | None = None, cue_limiter: CueLimiter | None = None,
+                 min_cutoff: float = 1.5, beta: float = 0.05) -> None:
+        self.spec = spec
+        self.side: Side = side or spec.side
+        self.counter = RepCounter(counter or CounterConfig(min_rom=spec.min_rom_deg))
+        # With auto_direction the rest end is found from the first movement; until then the
+        # smoothed angles wait here (bounded) and are replayed into the counter.
+        self._direction_known = not spec.auto_direction
+        self._pending: deque[tuple[float, float | None]] = deque(maxlen=900)
+        self._start_angle: float | None = None
+        self.cues = cue_limiter or CueLimiter()
+        self._filter_args = (min_cutoff, beta)
+        self._filter = OneEuroFilter(min_cutoff, beta)
+        self._chooser = _SideChooser()
+        self._chosen: str | None = None
+        self._buffer: deque[FrameMeasures] = deque()
+        self._last_seen: float | None = None
+        self._lost_cued = False
+        self.reps: list[RepResult] = []
+        self.frames = 0
+        self.tracked_frames = 0
+        self.first_t: float | None = None
+        self.last_t: float | None = None
+
+    def _sides(self, m: FrameMeasures) -> tuple[str, ...]:
+        if self.side == "both":
+            return ("left", "right")
+        if self.side in ("left", "right"):
+            return (self.side,)
+        chosen = self._chooser.update(m, may_switch=self.counter.phase == "rest")
+        if chosen != self._chosen and self._chosen is not None:
+            self._filter = OneEuroFilter(*self._filter_args)
+            self.counter.reset_pending()
+        self._chosen = chosen
+        return (chosen,) if chosen else ()
+
+    def feed(self, t: float, lm: Landmarks | None, aspect: float = 1.0) -> FrameUpdate:
+        """Process one frame taken at ``t`` seconds; ``lm`` None when no person was found."""
+        self.frames += 1
+        self.first_t = t if self.first_t is None else self.first_t
+        self.last_t = t
+        angle: float | None = None
+        sides: tuple[str, ...] = ()
+        if lm is not None:
+            m = measure(self.spec, lm, t, aspect)
+            sides = self._sides(m)
+            raw = combined_angle(m, sides)
+            if raw is not None and not math.isnan(raw):
+                angle = self._filter(t, raw)
+                self._buffer.append(m)
+        while self._buffer and t - self._buffer[0].t > BUFFER_S:
+            self._buffer.popleft()
+        events = self._count(t, angle)
+        cue_keys: list[str] = []
+        if angle is not None:
+            self.tracked_frames += 1
+            self._last_seen = t
+            self._lost_cued = False
+        elif (self._last_seen is None or t - self._last_seen > LOST_CUE_AFTER_S) and (
+                not self._lost_cued and (self._last_seen is not None or self.frames > 15)):
+            cue_keys.append("step_into_view")
+            self._lost_cued = True
+        new_reps = tuple(self._finish_rep(ev, sides) for ev in events)
+        for rep in new_reps:
+            cue_keys.extend(sorted({f.cue for f in rep.faults}, key=lambda k: PRIORITY.get(k, 50)))
+        cue = self.cues.pick(t, cue_keys) if cue_keys else None
+        return FrameUpdate(t=t, tracked=angle is not None, angle=angle, phase=self.counter.phase,
+                           reps=self.counter.count, new_reps=new_reps, cue=cue)
+
+    def finish(self) -> tuple[RepResult, ...]:
+        """End of the set: count what frames held back after a loss of tracking still show."""
+        sides = (self._chosen,) if self._chosen else (
+            ("left", "right") if self.side == "both" else (self.side,))
+        return tuple(self._finish_rep(ev, sides) for ev in self.counter.flush())
+
+    def _count(self, t: float, angle: float | None) -> list[RepEvent]:
+        if self._direction_known:
+            return self.counter.update(t, None if angle is None else self.spec.sign * angle)
+        self._pending.append((t, angle))
+        if angle is None:
+            return []
+        if self._start_angle is None:
+            self._start_angle = angle
+        moved = angle - self._start_angle
+        if abs(moved) < 0.5 * self.spec.min_rom_deg:
+            return []
+        if (moved > 0) != (self.spec.sign > 0):
+            self.spec = self.spec.reversed()
+        self._direction_known = True
+        events: list[RepEvent] = []
+        for pt, pa in self._pending:
+            events += self.counter.update(pt, None if pa is None else self.spec.sign * pa)
+        self._pending.clear()
+        return events
+
+    def _finish_rep(self, ev: RepEvent, sides: tuple[str, ...]) -> RepResult:
+        frames = [m for m in self._buffer if ev.start_t <= m.t <= ev.end_t]
+        sign = self.spec.sign
+        rs = score_rep(self.spec, frames, sides or ("left", "right"),
+                       rest_deg=sign * ev.rest_depth, peak_deg=sign * ev.peak_depth,
+                       duration_s=ev.duration_s)
+        rep = RepResult(index=ev.index, start_s=ev.start_t, peak_s=ev.peak_t, end_s=ev.end_t,
+                        rom_deg=rs.rom_deg, peak_deg=rs.peak_deg, rom_fraction=rs.rom_fraction,
+                        score=rs.score, components=rs.components, faults=rs.faults,
+                        side="+".join(sides) if sides else "none")
+        self.reps.append(rep)
+        return rep
+
+    def summary(self) -> dict[str, object]:
+        """Totals over the reps so far."""
+        scores = [r.score for r in self.reps]
+        faults: dict[str, int] = {}
+        for r in self.reps:
+            for f in r.faults:
+                faults[f.kind] = faults.get(f.kind, 0) + 1
+        return {
+            "exercise": self.spec.name,
+            "reps": len(self.reps),
+            "score": round(sum(scores) / len(scores), 1) if scores else None,
+            "reps_detail": [r.as_dict() for r in self.reps],
+            "faults": faults,
+            "frames": self.frames,
+            "tracked_frames": self.tracked_frames,
+            "duration_s": round((self.last_t or 0.0) - (self.first_t or 0.0), 3),
+        }
+
+
+def analyze_sequence(seq: PoseSequence, spec: ExerciseSpec, side: Side | None = None,
+                     ) -> ExerciseSession:
+    """Run a whole landmark sequence through a fresh session (pure: same input, same output)."""
+    session = ExerciseSession(spec, side=side)
+    h, w = seq.frame_size
+    aspect = w / h if h and w else 1.0
+    for i in range(len(seq)):
+        session.feed(float(seq.t[i]), seq.frame(i), aspect)
+    session.finish()
+    return session
+
+
+def count_reps(seq: PoseSequence, spec: ExerciseSpec, side: Side | None = None,
+               ) -> list[RepResult]:
+    """The reps of a landmark sequence."""
+    return analyze_sequence(seq, spec, side).reps
