@@ -162,6 +162,7 @@ class ReceivedTrack:
     offered_at: float = field(default_factory=time.monotonic)
     payloads: list[bytes] = field(default_factory=list)
     frame_times: list[float] = field(default_factory=list)
+    size: tuple[int, int] | None = None  # last decoded picture (width, height)
 
 
 class MediaClient:
@@ -207,9 +208,16 @@ class MediaClient:
 
     # -- publishing -------------------------------------------------------------------------
     async def publish(
-        self, tracks: dict[str, MediaStreamTrack], packers: dict[str, FramePacker] | None = None
+        self,
+        tracks: dict[str, MediaStreamTrack],
+        packers: dict[str, FramePacker] | None = None,
+        encoders: dict[str, Any] | None = None,
     ) -> dict[str, RTCRtpSender]:
-        """Publish ``{source: track}``; ``packers`` for tracks that return EncodedFrame."""
+        """Publish ``{source: track}``.
+
+        ``packers``: for tracks that return EncodedFrame (pre-encoded media);
+        ``encoders``: aiortc encoder objects to use instead of the sender's own (tests).
+        """
         if self.pub_pc is None:
             self.pub_pc = self._new_pc()
         pc = self.pub_pc
@@ -225,6 +233,8 @@ class MediaClient:
             if packers and source in packers:
                 hook = getattr(track, "request_keyframe", lambda: None)
                 install_packer(transceiver.sender, packers[source], hook)
+            elif encoders and source in encoders:
+                transceiver.sender._RTCRtpSender__encoder = encoders[source]
         await pc.setLocalDescription(await pc.createOffer())
         declared = [{"mid": t.mid, "source": s} for s, t in list(added.items())] + [
             {"mid": sender_mid, "source": s}
@@ -341,7 +351,9 @@ class MediaClient:
         async def consume() -> None:
             with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
                 while True:
-                    await track.recv()
+                    frame = await track.recv()
+                    if isinstance(frame, av.VideoFrame):
+                        rec.size = (frame.width, frame.height)
                     if rec.first_frame_at is None:
                         rec.first_frame_at = time.monotonic()
                     rec.frames += 1

@@ -98,8 +98,10 @@ class PeerSession:
     def _watch(self, pc: RTCPeerConnection, which: str) -> None:
         @pc.on("connectionstatechange")
         async def _state() -> None:
-            if pc.connectionState == "failed" and not self.closed:
-                logger.info("media: %s %s connection failed", self.identity, which)
+            # "closed" without our close(): the peer sent DTLS close_notify, or ICE consent
+            # expired (aioice: ~30 s without answers) and aiortc shut the PC down itself
+            if pc.connectionState in ("failed", "closed") and not self.closed:
+                logger.info("media: %s %s connection %s", self.identity, which, pc.connectionState)
                 self.room.spawn(self.room.reset_session(self.identity, "network"))
 
     # -- publishing -------------------------------------------------------------------------
