@@ -145,6 +145,8 @@ class PeerSession:
             parsed = SessionDescription.parse(msg.sdp)
         except Exception as exc:
             raise MediaError("bad_sdp", f"unparseable offer: {exc}") from exc
+        if not msg.sdp.startswith("v=0") or not parsed.media:
+            raise MediaError("bad_sdp", "not an SDP offer with media sections")
         declared = {t.mid: t.source for t in msg.tracks}
         if len(set(declared.values())) != len(declared):
             raise MediaError("bad_request", "a source is declared twice")

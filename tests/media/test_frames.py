@@ -1,0 +1,122 @@
+"""Frame assembly from RTP packets: order, loss, retransmission, keyframe resync."""
+
+from __future__ import annotations
+
+from aiortc.codecs.vpx import Vp8Encoder, vp8_depayload
+from aiortc.rtp import RtpPacket
+
+from rtc_server.media.frames import (
+    AudioAssembler,
+    EncodedFrame,
+    FramePacker,
+    VideoAssembler,
+    is_h264_keyframe,
+    is_vp8_keyframe,
+)
+
+KEY = b"\x10" + bytes(range(200)) * 15  # VP8 frame tag bit 0 = 0: keyframe
+DELTA = b"\x11" + bytes(range(100)) * 3
+
+
+def packets(frame: bytes, seq: int, ts: int) -> list[RtpPacket]:
+    out = []
+    payloads = Vp8Encoder._packetize(frame, 7)
+    for i, payload in enumerate(payloads):
+        p = RtpPacket(payload_type=97, sequence_number=(seq + i) & 0xFFFF, timestamp=ts)
+        p.ssrc = 1234
+        p.marker = int(i == len(payloads) - 1)
+        p.payload = payload
+        p._data = vp8_depayload(payload)  # what aiortc's receiver does before add()
+        out.append(p)
+    return out
+
+
+def make() -> tuple[VideoAssembler, list[EncodedFrame], list[str]]:
+    got: list[EncodedFrame] = []
+    losses: list[str] = []
+    return VideoAssembler("video/VP8", got.append, lambda: losses.append("loss")), got, losses
+
+
+def test_frames_are_released_on_their_marker_packet_in_order() -> None:
+    asm, got, _ = make()
+    first = packets(KEY, 65530, 1000)  # sequence numbers wrap
+    second = packets(DELTA, (65530 + len(first)) & 0xFFFF, 4000)
+    for p in first[:-1]:
+        asm.add(p)
+    assert got == []
+    asm.add(first[-1])
+    assert [f.data for f in got] == [KEY] and got[0].keyframe and got[0].timestamp == 0
+    for p in second:
+        asm.add(p)
+    assert [f.data for f in got] == [KEY, DELTA] and got[1].timestamp == 3000
+
+
+def test_reordered_and_retransmitted_packets_fill_the_hole() -> None:
+    asm, got, losses = make()
+    first = packets(KEY, 100, 0)
+    second = packets(DELTA, 100 + len(first), 3000)
+    missing = first[1]
+    for p in [first[0], *first[2:], *second]:
+        asm.add(p)
+    assert got == []  # waiting for the hole
+    asm.add(missing)  # the NACKed packet arrives
+    assert [f.data for f in got] == [KEY, DELTA] and not losses
+    asm.add(missing)  # a duplicate is ignored
+    assert len(got) == 2
+
+
+def test_unrepaired_loss_skips_to_the_next_keyframe(monkeypatch) -> None:
+    import rtc_server.media.frames as frames
+
+    asm, got, losses = make()
+    seq = 0
+    stream: list[list[RtpPacket]] = []
+    for i, data in enumerate([KEY, DELTA, DELTA, KEY, DELTA]):
+        stream.append(packets(data, seq, i * 3000))
+        seq += len(stream[-1])
+    for p in stream[0]:
+        asm.add(p)
+    monkeypatch.setattr(frames, "GAP_TIMEOUT_S", 0.0)
+    for group in stream[2:]:  # frame 1 lost entirely
+        for p in group:
+            asm.add(p)
+    assert losses == ["loss"]
+    assert [f.data for f in got] == [KEY, KEY, DELTA]  # frame 2 depended on the lost one
+
+
+def test_a_stream_joined_mid_frame_starts_at_a_keyframe() -> None:
+    asm, got, _ = make()
+    delta = packets(DELTA, 10, 0)
+    key = packets(KEY, 10 + len(delta), 3000)
+    for p in delta + key:
+        asm.add(p)
+    assert [f.data for f in got] == [KEY]
+
+
+def test_audio_is_released_per_packet_and_late_packets_dropped() -> None:
+    got: list[EncodedFrame] = []
+    asm = AudioAssembler("audio/opus", got.append, lambda: None)
+    for seq in (5, 6, 4, 8, 7):
+        p = RtpPacket(payload_type=96, sequence_number=seq, timestamp=seq * 960)
+        p._data = bytes([seq])
+        asm.add(p)
+    assert [f.data for f in got] == [b"\x05", b"\x06", b"\x08"]
+
+
+def test_packer_round_trips_vp8_and_refuses_to_encode() -> None:
+    packer = FramePacker("video/VP8")
+    payloads, ts = packer.pack(EncodedFrame(KEY, 90000, True, 0.0))
+    assert b"".join(vp8_depayload(p) for p in payloads) == KEY and ts == 90000
+    try:
+        packer.encode(object())
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("FramePacker.encode must refuse")
+
+
+def test_keyframe_detection() -> None:
+    assert is_vp8_keyframe(KEY) and not is_vp8_keyframe(DELTA)
+    sps_idr = b"\x00\x00\x00\x01\x67\x42" + b"\x00\x00\x00\x01\x65\x88"
+    p_slice = b"\x00\x00\x00\x01\x41\x9a"
+    assert is_h264_keyframe(sps_idr) and not is_h264_keyframe(p_slice)

@@ -1,0 +1,101 @@
+"""ICE settings: UDP port range, announced address, TURN REST credentials, client ICE servers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+
+import pytest
+from pydantic import ValidationError
+
+from rtc_server.media.client import SyntheticVideoTrack
+from rtc_server.media.ice import announce, client_ice_servers, turn_rest_credentials
+from rtc_server.media.room import RoomMedia
+from rtc_server.media.settings import IceServer, MediaSettings
+
+from .conftest import Harness, wait_for
+
+CANDIDATE = re.compile(r"a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ host")
+
+
+class _R0:
+    frames = 0
+
+
+async def test_server_binds_inside_the_configured_udp_port_range() -> None:
+    settings = MediaSettings(udp_port_min=42100, udp_port_max=42119)
+    harness = Harness(RoomMedia("r", settings))
+    answers: list[str] = []
+    try:
+        alice = await harness.join("alice", subscribe=False)
+        bob = await harness.join("bob", publish=False, decode=False)
+        original = alice.request
+
+        async def spy(event: str, data: dict) -> dict | None:
+            ack = await original(event, data)
+            if event == "rtc:offer" and ack:
+                answers.append(ack["sdp"])
+            return ack
+
+        alice.request = spy  # type: ignore[method-assign]
+        await alice.publish({"camera": SyntheticVideoTrack()})
+        await wait_for(lambda: bob.received.get(("alice", "camera"), _R0).frames >= 5, 30)
+        _, offer = await bob.wait_event(lambda ev, p: ev == "rtc:offer")
+        ports = [int(p) for sdp in [*answers, offer["sdp"]] for _, p in CANDIDATE.findall(sdp)]
+        assert ports and all(42100 <= p <= 42119 for p in ports), ports
+    finally:
+        await harness.close()
+
+
+async def test_announced_address_replaces_host_candidates() -> None:
+    harness = Harness(RoomMedia("r", MediaSettings(announced_address="203.0.113.7")))
+    try:
+        alice = await harness.join("alice", subscribe=False)
+        bob = await harness.join("bob", publish=False, decode=False)
+        await alice.publish({"camera": SyntheticVideoTrack()})
+        _, offer = await bob.wait_event(lambda ev, p: ev == "rtc:offer")
+        hosts = {h for h, _ in CANDIDATE.findall(offer["sdp"])}
+        assert hosts == {"203.0.113.7"}
+    finally:
+        await harness.close()
+
+
+def test_announce_rewrites_only_host_candidates() -> None:
+    sdp = (
+        "a=candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host\r\n"
+        "a=candidate:2 1 udp 1694498815 198.51.100.1 40001 typ srflx raddr 10.0.0.5 rport 40000\r\n"
+    )
+    out = announce(sdp, "203.0.113.7")
+    assert "203.0.113.7 40000 typ host" in out
+    assert "198.51.100.1 40001 typ srflx" in out
+    assert announce(sdp, None) == sdp
+
+
+def test_turn_rest_credentials_follow_coturn_use_auth_secret() -> None:
+    user, password = turn_rest_credentials("s3cret", "alice", 600, now=1_700_000_000)
+    assert user == "1700000600:alice"
+    expected = base64.b64encode(hmac.new(b"s3cret", user.encode(), hashlib.sha1).digest())
+    assert password == expected.decode()
+
+
+def test_client_ice_servers_mint_turn_credentials_and_default_to_none() -> None:
+    assert client_ice_servers(MediaSettings(), "alice") == []  # closed network default
+    settings = MediaSettings(
+        ice_servers=[
+            IceServer(urls=["stun:stun.hospital.local:3478"]),
+            IceServer(urls=["turn:turn.hospital.local:3478?transport=udp"]),
+        ],
+        turn_secret="s3cret",
+    )
+    stun, turn = client_ice_servers(settings, "alice")
+    assert stun == {"urls": ["stun:stun.hospital.local:3478"]}
+    assert turn["username"].endswith(":alice") and turn["credential"]
+
+
+def test_settings_reject_half_a_port_range() -> None:
+    with pytest.raises(ValidationError):
+        MediaSettings(udp_port_min=40000)
+    with pytest.raises(ValidationError):
+        MediaSettings(udp_port_min=41000, udp_port_max=40000)
