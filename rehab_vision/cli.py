@@ -1,0 +1,137 @@
+"""``teleconsult score-video``: count and score the reps of an exercise in a video file.
+
+Wired into the ``teleconsult`` console script by ``rtc_server/cli.py`` through
+:func:`add_parser`; also runnable as ``python -m rehab_vision.cli score-video ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .landmarks import PoseSequence, load_npz
+from .session import analyze_sequence
+from .specs import UnknownExerciseError, exercise_names, get_spec
+
+
+class CliError(Exception):
+    """A user-facing error: message on stderr, exit status 2."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``score-video`` sub-command; ``args.func(args)`` returns the exit status."""
+    p = subparsers.add_parser(
+        "score-video", help="count reps and score form of an exercise in a video file",
+        description="Run pose estimation on a video (or read landmarks from an npz file), "
+                    "count the repetitions of an exercise and score each one.")
+    p.add_argument("path", type=Path, help="video file (mp4, webm, ...)")
+    p.add_argument("--exercise", required=True, help=f"one of: {', '.join(exercise_names())}")
+    p.add_argument("--side", choices=["left", "right", "both", "auto"], default=None,
+                   help="which side to measure (default: the exercise's own)")
+    p.add_argument("--target-deg", type=float, default=None,
+                   help="clinician's target angle at the peak, overriding the exercise's")
+    p.add_argument("--landmarks", type=Path, default=None,
+                   help="read landmarks from this npz file instead of running the pose model")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
+    p.add_argument("--verbose", action="store_true", help="let the model's own logs through")
+    p.set_defaults(func=run_score_video)
+
+
+def _pose_from_video(path: Path, verbose: bool) -> PoseSequence:
+    from .pose import MediaPipePose, _stderr_silenced
+    from .video import VideoError, video_landmarks
+
+    if not path.is_file():
+        raise CliError(f"video not found: {path}")
+    try:
+        with _stderr_silenced(not verbose), MediaPipePose(quiet=not verbose) as est:
+            return video_landmarks(path, est)
+    except VideoError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _load_landmarks(path: Path) -> PoseSequence:
+    try:
+        return load_npz(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CliError(f"cannot read landmarks file {path}: {exc}") from None
+
+
+def score_video(path: Path, exercise: str, landmarks: Path | None = None,
+                side: str | None = None, target_deg: float | None = None,
+                verbose: bool = False) -> dict[str, object]:
+    """The ``score-video`` result as a dict (raises :class:`CliError` on bad input)."""
+    try:
+        spec = get_spec(exercise).with_target(target_deg)
+    except UnknownExerciseError as exc:
+        raise CliError(str(exc)) from None
+    except ValueError as exc:
+        raise CliError(f"bad --target-deg: {exc}") from None
+    t0 = time.perf_counter()
+    seq = _load_landmarks(landmarks) if landmarks else _pose_from_video(path, verbose)
+    pose_s = time.perf_counter() - t0
+    if len(seq) == 0 or np.isnan(seq.lm).any(axis=(1, 2)).all():
+        raise CliError(f"no person in view in {path}")
+    t1 = time.perf_counter()
+    session = analyze_sequence(seq, spec, side=side)  # type: ignore[arg-type]
+    score_s = time.perf_counter() - t1
+    if session.tracked_frames == 0:
+        raise CliError(f"no usable pose for {exercise} in {path} "
+                       f"(the joints it needs are never visible)")
+    result = session.summary()
+    if landmarks and len(seq.ms):
+        ms_pose = float(np.mean(seq.ms))  # as recorded when the npz was made
+    else:
+        ms_pose = 1000.0 * pose_s / len(seq)
+    result.update({
+        "source": "landmarks" if landmarks else "video",
+        "path": str(path),
+        "fps": round(seq.fps, 3),
+        "ms_per_frame": round(ms_pose + 1000.0 * score_s / len(seq), 2),
+        "ms_per_frame_scoring": round(1000.0 * score_s / len(seq), 3),
+    })
+    return result
+
+
+def _print_human(res: dict[str, object]) -> None:
+    print(f"{res['exercise']}: {res['reps']} reps, mean score {res['score']}, "
+          f"{res['frames']} frames ({res['tracked_frames']} with a pose), "
+          f"{res['ms_per_frame']} ms/frame")
+    for rep in res["reps_detail"]:  # type: ignore[attr-defined]
+        faults = ", ".join(f["kind"] for f in rep["faults"]) or "-"
+        print(f"  rep {rep['index']}: {rep['start_s']:.2f}-{rep['end_s']:.2f} s, "
+              f"ROM {rep['rom_deg']} deg (peak {rep['peak_deg']}), score {rep['score']}, "
+              f"faults: {faults}")
+
+
+def run_score_video(args: argparse.Namespace) -> int:
+    try:
+        res = score_video(args.path, args.exercise, landmarks=args.landmarks, side=args.side,
+                          target_deg=args.target_deg, verbose=args.verbose)
+    except CliError as exc:
+        print(f"score-video: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(res, ensure_ascii=False))
+    else:
+        _print_human(res)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry: ``python -m rehab_vision.cli score-video PATH --exercise NAME``."""
+    parser = argparse.ArgumentParser(prog="rehab_vision")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Wire models of the rehab session (validated client input and what the server sends)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .specs import exercise_names
+
+MAX_TARGET_REPS = 100
+
+
+class RehabSessionStart(BaseModel):
+    """``rehab:start`` from a clinician: which exercise, how many reps, which side."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    exercise: str = Field(min_length=1, max_length=64)
+    target_reps: int = Field(default=10, ge=1, le=MAX_TARGET_REPS)
+    sets: int = Field(default=1, ge=1, le=20)
+    side: Literal["left", "right", "both", "auto"] | None = None
+    target_deg: float | None = Field(default=None, ge=0, le=180)
+    patient_identity: str | None = Field(default=None, min_length=1, max_length=128)
+    lang: Literal["en", "zh-CN"] = "en"
+
+    @field_validator("exercise")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in exercise_names():
+            raise ValueError(f"unknown exercise; known: {', '.join(exercise_names())}")
+        return name
+
+
+class RehabSessionStop(BaseModel):
+    """``rehab:stop``: end a running session (its report goes to the consult record)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    session_id: str = Field(min_length=1, max_length=64)
+
+
+class CuePayload(BaseModel):
+    key: str
+    en: str
+    zh_cn: str = Field(serialization_alias="zh-CN")
+
+
+class RehabUpdate(BaseModel):
+    """``rehab:update`` sent to the room while a session runs."""
+
+    session_id: str
+    exercise: str
+    set: int  # 1-based
+    rep: int  # reps counted in this set
+    target_reps: int
+    set_complete: bool
+    phase: str  # the spec's label for rest / going / peak / returning
+    angle: float | None  # smoothed joint angle, degrees
+    tracked: bool
+    score: float | None  # score of the last completed rep
+    rep_detail: dict[str, object] | None = None  # the rep completed on this frame
+    cue: CuePayload | None = None
+    t: float  # media time of the frame, seconds
+    latency_ms: float  # frame arrival -> this update

@@ -1,0 +1,65 @@
+"""Frame sources for the vision agent outside the SFU: a video file played as a live track."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from .pose import MAX_SIDE, fit_size
+
+
+class VideoFileTrack(MediaStreamTrack):
+    """Plays a video file as a live video track, paced at ``fps`` (default: the file's).
+
+    Decoding runs in a worker thread, a frame at a time, so the event loop is not blocked.
+    ``recv()`` raises :class:`MediaStreamError` at the end (after ``loops`` passes).
+    """
+
+    kind = "video"
+
+    def __init__(self, path: str | Path, fps: float | None = None, loops: int = 1,
+                 max_side: int = MAX_SIDE) -> None:
+        super().__init__()
+        self._path = str(path)
+        self._loops = loops
+        self._max_side = max_side
+        with av.open(self._path) as c:
+            s = c.streams.video[0]
+            self.source_fps = float(s.average_rate or 30)
+            self._size = fit_size(s.codec_context.height, s.codec_context.width, max_side)
+        self.fps = fps or self.source_fps
+        self._frames = self._iterate()
+        self._n = 0
+        self._start: float | None = None
+        self._time_base = fractions.Fraction(1, 90000)
+
+    def _iterate(self) -> Iterator[av.VideoFrame]:
+        h, w = self._size
+        for _ in range(self._loops):
+            with av.open(self._path) as c:
+                for frame in c.decode(video=0):
+                    yield frame.reformat(width=w, height=h, format="yuv420p")
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame = await asyncio.to_thread(next, self._frames, None)
+        if frame is None:
+            self.stop()
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        due = self._start + self._n / self.fps
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        frame.pts = round(self._n / self.fps / self._time_base)
+        frame.time_base = self._time_base
+        self._n += 1
+        return frame
