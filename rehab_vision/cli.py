@@ -85,10 +85,9 @@ def score_video(path: Path, exercise: str, landmarks: Path | None = None,
         raise CliError(f"no usable pose for {exercise} in {path} "
                        f"(the joints it needs are never visible)")
     result = session.summary()
-    if landmarks and len(seq.ms):
-        ms_pose = float(np.mean(seq.ms))  # as recorded when the npz was made
-    else:
-        ms_pose = 1000.0 * pose_s / len(seq)
+    # With --landmarks, the pose time is the one recorded when the npz was made.
+    recorded = bool(landmarks) and len(seq.ms) > 0
+    ms_pose = float(np.mean(seq.ms)) if recorded else 1000.0 * pose_s / len(seq)
     result.update({
         "source": "landmarks" if landmarks else "video",
         "path": str(path),

@@ -49,9 +49,10 @@ def video_landmarks(path: str | Path, estimator: PoseEstimator,
     fps = 30.0
     size = (0, 0)
     last = -1.0
-    for i, (t, rgb, fps) in enumerate(iter_frames(path)):
+    for i, (t, rgb, stream_fps) in enumerate(iter_frames(path)):
         if max_frames is not None and i >= max_frames:
             break
+        fps = stream_fps
         t = max(t, last + 1e-3)  # strictly increasing for the tracker
         last = t
         size = (rgb.shape[0], rgb.shape[1])
