@@ -12,6 +12,7 @@ import web_client
 from rtc_server import http_api
 from rtc_server.config import Settings, prepare_data_dir, signing_secret
 from rtc_server.keys import METRICS, RECORDS, ROOMS, SETTINGS, SIGNALING, SIO
+from rtc_server.media.service import setup as media_setup
 from rtc_server.metrics import Metrics
 from rtc_server.records.store import RecordStore
 from rtc_server.rooms import RoomRegistry
@@ -30,7 +31,9 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     metrics = Metrics()
     store = RecordStore(settings.db_url)
-    registry = RoomRegistry(store, settings.lobby_policy, limits.max_rooms)
+    registry = RoomRegistry(
+        store, settings.lobby_policy, limits.max_rooms, limits.chat_history_on_join
+    )
     metrics.track_totals(registry.totals)
 
     # the engine-level bound closes a connection outright; below it, oversize events get a
@@ -50,7 +53,6 @@ def create_app(settings: Settings) -> web.Application:
         rate_per_s=limits.rate_per_s,
         rate_burst=limits.rate_burst,
         max_participants=limits.max_participants_per_room,
-        chat_history_on_join=limits.chat_history_on_join,
     )
     Lobby(ns)
     HostControls(ns)
@@ -68,6 +70,7 @@ def create_app(settings: Settings) -> web.Application:
     http_api.setup(app)
     web_client.setup(app)
     # feature packages register here: each setup(app) adds routes, handlers and listeners
+    media_setup(app)
 
     app.cleanup_ctx.append(_records_ctx)
     app.on_shutdown.append(_shutdown_signaling)

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from rtc_server.media.settings import MediaSettings
+
 ENV_PREFIX = "TELECONSULT_"
 
 
@@ -52,6 +54,8 @@ class Settings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_grace_s: float = Field(2.0, ge=0, le=60)
     limits: Limits = Field(default_factory=Limits)
+    # --- media (SFU): UDP port range, announced address, STUN/TURN; see docs/operations-media.md
+    media: MediaSettings = Field(default_factory=MediaSettings)
 
     @field_validator("public_url")
     @classmethod

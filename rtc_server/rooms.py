@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from rtc_server.records.store import RecordStore
+from rtc_server.records.store import ChatRecord, RecordStore
 from signaling.errors import ErrorCode, SignalingError
 from signaling.grants import Grants, Role
 
@@ -83,6 +84,7 @@ class Room:
         bans: set[str],
         admitted: set[str],
         recent_waits: list[float],
+        recent_chat: deque[ChatRecord],
     ) -> None:
         self.name = name
         self.created_at = created_at
@@ -93,6 +95,8 @@ class Room:
         # identities admitted or joined before: they skip the lobby and pass a lock
         self.admitted = admitted
         self.recent_waits = recent_waits
+        # the newest messages, as late joiners get them (the store has them all)
+        self.recent_chat = recent_chat
         self.participants: dict[str, Participant] = {}
         self.lobby: dict[str, LobbyEntry] = {}
         # serialises membership changes of this room (join, admit, remove, end)
@@ -155,8 +159,11 @@ class Room:
 class RoomRegistry:
     """Rooms hosted by this process, loaded from the records store on demand."""
 
-    def __init__(self, store: RecordStore, default_policy: str, max_rooms: int) -> None:
+    def __init__(
+        self, store: RecordStore, default_policy: str, max_rooms: int, chat_on_join: int = 200
+    ) -> None:
         self.store = store
+        self.chat_on_join = chat_on_join
         self.default_policy = default_policy
         self.max_rooms = max_rooms
         self.rooms: dict[str, Room] = {}
@@ -191,6 +198,10 @@ class RoomRegistry:
                 bans=await self.store.bans(name),
                 admitted=await self.store.known_identities(name),
                 recent_waits=await self.store.recent_waits(name),
+                recent_chat=deque(
+                    await self.store.chat_history(name, self.chat_on_join),
+                    maxlen=self.chat_on_join,
+                ),
             )
             self.rooms[name] = room
             return room

@@ -34,6 +34,9 @@ class Chat:
         record = await store.add_chat(
             caller.room, caller.identity, caller.name, caller.role.value, text, msg.reply_to
         )
+        room = self.ns.registry.get(caller.room)
+        if room is not None:
+            room.recent_chat.append(record)
         event = record.as_event()
         await self.ns.emit("chat:message", event, room=room_key(caller.room))
         return {"message": event}

@@ -94,7 +94,6 @@ class ConsultNamespace(socketio.AsyncNamespace):
         rate_per_s: float,
         rate_burst: float,
         max_participants: int,
-        chat_history_on_join: int,
         namespace: str = "/",
     ) -> None:
         super().__init__(namespace)
@@ -106,7 +105,6 @@ class ConsultNamespace(socketio.AsyncNamespace):
         self.rate_per_s = rate_per_s
         self.rate_burst = rate_burst
         self.max_participants = max_participants
-        self.chat_history_on_join = chat_history_on_join
         self.conns: dict[str, Connection] = {}
         self.handlers: dict[str, HandlerSpec] = {}
         self.listeners: dict[str, list[Listener]] = {k: [] for k in LISTENER_KINDS}
@@ -353,7 +351,6 @@ class ConsultNamespace(socketio.AsyncNamespace):
         await self.enter_room(conn.sid, room_key(room.name))
         if caller.grants.admit:
             await self.enter_room(conn.sid, admitters_key(room.name))
-        history = await self.store.chat_history(room.name, self.chat_history_on_join)
         await self.emit(
             "participant:joined",
             participant.public(),
@@ -364,7 +361,7 @@ class ConsultNamespace(socketio.AsyncNamespace):
             "status": "joined",
             "self": participant.public(),
             "room": room.state(),
-            "chat": [m.as_event() for m in history],
+            "chat": [m.as_event() for m in room.recent_chat],
         }
         if caller.grants.admit:
             payload["lobby"] = self._queue(room)

@@ -1,21 +1,30 @@
 """RecordStore: durable consult records on SQLAlchemy 2 async (SQLite default, PostgreSQL option).
 
 Every write is committed before the caller acknowledges anything to a client, so a restart
-loses nothing that was acknowledged. SQLite runs in WAL mode with synchronous=FULL; writes are
-serialised through one lock (SQLite has one writer anyway) so they never fail on a busy lock.
+loses nothing that was acknowledged. SQLite runs in WAL mode with synchronous=FULL. Writes go
+through one writer task that commits whatever is queued in one transaction (group commit): one
+fsync serves a whole batch, so a slow disk delays a burst of chat messages once, not once each.
+A batch that fails is retried item by item, so one bad write fails only its own caller.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from rtc_server.records import tables as t
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+WriteFn = Callable[[AsyncConnection], Awaitable[Any]]
 
 
 @dataclass(slots=True)
@@ -77,6 +86,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+async def _noop(_conn: AsyncConnection) -> None:
+    return None
+
+
 class RecordStore:
     """Async access to the records database."""
 
@@ -86,27 +99,76 @@ class RecordStore:
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self._write_lock = asyncio.Lock()
+        self._pending: list[tuple[WriteFn, asyncio.Future[Any]]] = []
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.batched_writes = 0
 
     async def start(self) -> None:
         """Create the schema (all tables on the shared metadata) and close stale sessions."""
         async with self.engine.begin() as conn:
             await conn.run_sync(t.metadata.create_all)
+        self._writer = asyncio.create_task(self._write_loop(), name="records-writer")
         # sessions left open by a crash end at the crash; we cannot know when, so use now
         await self.close_open_sessions("server_restart")
 
     async def close(self) -> None:
-        """Dispose of the engine and its connections."""
+        """Finish queued writes, stop the writer and dispose of the engine."""
+        if self._writer is not None:
+            # writes commit in order, so once a no-op commits everything before it has
+            await self.write(_noop)
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
         await self.engine.dispose()
 
+    async def write(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `await fn(conn)` in a write transaction; returns once it is committed."""
+        if self._writer is None:
+            raise RuntimeError("RecordStore.start() has not run (or close() has)")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, future))
+        self._wakeup.set()
+        return await future
+
     async def _write(self, stmt: Any) -> Any:
-        async with self._write_lock, self.engine.begin() as conn:
+        async def run(conn: AsyncConnection) -> Any:
             return await conn.execute(stmt)
 
-    async def write(self, fn: Any) -> Any:
-        """Run `await fn(conn)` in one write transaction (for feature packages)."""
-        async with self._write_lock, self.engine.begin() as conn:
-            return await fn(conn)
+        return await self.write(run)
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            self.batches += 1
+            self.batched_writes += len(batch)
+            try:
+                results = []
+                async with self.engine.begin() as conn:
+                    for fn, _future in batch:
+                        results.append(await fn(conn))
+            except Exception:
+                # one bad write must not fail the others: retry each in its own transaction
+                for fn, future in batch:
+                    try:
+                        async with self.engine.begin() as conn:
+                            result = await fn(conn)
+                    except Exception as exc:
+                        if not future.done():
+                            future.set_exception(exc)
+                    else:
+                        if not future.done():
+                            future.set_result(result)
+                continue
+            for (_fn, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
 
     # rooms -------------------------------------------------------------------------------------
 
