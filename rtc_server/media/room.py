@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from .forwarder import Publication, Subscription
 from .ice import IcePolicy, client_ice_servers
+from .kinds import KIND_SOURCES
 from .messages import (
     ActiveSpeaker,
     MediaError,
@@ -39,14 +40,6 @@ from .session import PeerSession, Send
 from .settings import MediaSettings
 
 logger = logging.getLogger(__name__)
-
-_KIND_SOURCES = {
-    "audio": ("microphone",),
-    "video": ("camera", "camera_low", "screen"),
-    "microphone": ("microphone",),
-    "camera": ("camera", "camera_low"),
-    "screen": ("screen",),
-}
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -364,15 +357,14 @@ class RoomMedia:
     async def set_forced_mute(self, identity: str, kind: str, muted: bool) -> None:
         """Host mute: stop forwarding ``identity``'s audio or video (or one source)."""
         self._assert_open()
-        if kind not in _KIND_SOURCES:
+        if kind not in KIND_SOURCES:
             raise MediaError("bad_request", f"unknown kind {kind}")
         session = self._session(identity)
-        kinds = {"audio"} if _KIND_SOURCES[kind] == ("microphone",) else {"video"}
         if muted:
-            session.forced_mute |= kinds
+            session.forced_mute.add(kind)
         else:
-            session.forced_mute -= kinds
-        for source in _KIND_SOURCES[kind]:
+            session.forced_mute.discard(kind)
+        for source in KIND_SOURCES[kind]:
             pub = session.publications.get(source)
             if pub is None:
                 continue

@@ -23,6 +23,7 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 from .aiortc_patch import negotiated_codec
 from .forwarder import Publication, Subscription
 from .frames import SUPPORTED_CODECS
+from .kinds import KIND_SOURCES
 from .messages import (
     MediaError,
     OfferedTrack,
@@ -76,7 +77,7 @@ class PeerSession:
         self.publications: dict[str, Publication] = {}
         self.subscriptions: dict[tuple[str, str], Subscription] = {}
         self.blocked: set[tuple[str, str | None]] = set()  # explicit unsubscribes
-        self.forced_mute: set[str] = set()  # "audio" / "video" muted by a host
+        self.forced_mute: set[str] = set()  # kinds muted by a host (see room.KIND_SOURCES)
         self._mid_source: dict[str, str] = {}
         self._pub_lock = asyncio.Lock()
         self._neg_lock = asyncio.Lock()
@@ -194,7 +195,7 @@ class PeerSession:
             self._mid_source[t.mid] = source
             pub = Publication(self.identity, source, codec, settings, transceiver=t)
             pub.tap()
-            if kind_of(source) in self.forced_mute:
+            if any(source in KIND_SOURCES.get(k, ()) for k in self.forced_mute):
                 pub.forced_muted = True
             self.publications[source] = pub
             new.append(pub)
@@ -244,12 +245,14 @@ class PeerSession:
             if pc.signalingState != "stable":
                 return  # re-offered when the pending answer arrives
             self._neg_dirty = False
+            # subscriptions added while this offer is gathered wait for the next offer
+            offered = list(self.subscriptions.values())
             offer = await pc.createOffer()
             self.room.ice.before_gathering(pc)
             await pc.setLocalDescription(offer)
             self._offer_id += 1
             self._awaiting = self._offer_id
-            self._offered = list(self.subscriptions.values())
+            self._offered = [s for s in offered if s.transceiver and s.transceiver.mid]
             tracks = [
                 OfferedTrack(
                     mid=s.transceiver.mid or "",
