@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .landmarks import MIRROR_PERMUTATION, PoseSequence
+from .landmarks import INDEX, MIRROR_PERMUTATION, PoseSequence
+from .specs import ExerciseSpec, resolve
 
 
 def mirror(seq: PoseSequence) -> PoseSequence:
@@ -52,4 +53,52 @@ def drop_gaps(seq: PoseSequence, gap_s: float = 1.0, every_s: float = 4.0,
     gap_start = t - phase
     lost = (t >= offset_s) & (phase < gap_s) & (gap_start + gap_s <= seq.duration_s - tail_s)
     lm[lost] = np.nan
+    return PoseSequence(lm=lm, fps=seq.fps, frame_size=seq.frame_size)
+
+
+# Landmarks moved with the distal segment when a joint angle is changed, by middle joint.
+DISTAL: dict[str, tuple[str, ...]] = {
+    "knee": ("ankle", "heel", "foot_index"),
+    "elbow": ("wrist", "pinky", "index", "thumb"),
+    "shoulder": ("elbow", "wrist", "pinky", "index", "thumb"),
+    "hip": ("knee", "ankle", "heel", "foot_index"),
+}
+
+
+def _rotate(points: np.ndarray, centre: np.ndarray, axis: np.ndarray, angle: float,
+            ) -> np.ndarray:
+    """Rodrigues rotation of ``points`` [N, 3] about ``axis`` through ``centre``."""
+    k = axis / np.linalg.norm(axis)
+    v = points - centre
+    cos, sin = np.cos(angle), np.sin(angle)
+    rotated = v * cos + np.cross(k, v) * sin + np.outer(v @ k, k) * (1 - cos)
+    return rotated + centre
+
+
+def scale_excursion(seq: PoseSequence, spec: ExerciseSpec, factor: float,
+                    rest_deg: float | None = None) -> PoseSequence:
+    """Shrink (factor < 1) how far the exercise's joint angle moves from rest, in the world
+    landmarks: the distal segment is rotated about the joint in the plane of the three joints.
+    Image landmarks are left as they are. Used to make a shallower version of a real set."""
+    rest = spec.rest_deg if rest_deg is None else rest_deg
+    joint = spec.angle.joints[1]
+    base = joint.removeprefix("other_")
+    if base not in DISTAL:
+        raise ValueError(f"no distal chain known for joint {joint!r}")
+    lm = seq.lm.copy()
+    for side in ("left", "right"):
+        a, b, c = (INDEX[n] for n in spec.angle.landmarks(side))
+        moved = [INDEX[resolve(n, side)] for n in DISTAL[base]]
+        for i in range(len(lm)):
+            w = lm[i, :, 4:7].astype(np.float64)
+            if np.isnan(w).any():
+                continue
+            ba, bc = w[a] - w[b], w[c] - w[b]
+            axis = np.cross(ba, bc)
+            if np.linalg.norm(axis) < 1e-9:
+                continue
+            cur = np.arccos(np.clip(ba @ bc / (np.linalg.norm(ba) * np.linalg.norm(bc)), -1, 1))
+            want = np.radians(rest) + (cur - np.radians(rest)) * factor
+            w[moved] = _rotate(w[moved], w[b], axis, want - cur)
+            lm[i, :, 4:7] = w.astype(np.float32)
     return PoseSequence(lm=lm, fps=seq.fps, frame_size=seq.frame_size)

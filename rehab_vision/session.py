@@ -6,6 +6,8 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .counter import CounterConfig, Phase, RepCounter, RepEvent
 from .cues import PRIORITY, Cue, CueLimiter
 from .filters import OneEuroFilter
@@ -15,6 +17,7 @@ from .scoring import Fault, score_rep
 from .specs import ExerciseSpec, Side
 
 LOST_CUE_AFTER_S = 1.5
+START_WINDOW_S = 0.3  # auto direction: the start position is the median angle over this time
 BUFFER_S = 30.0
 
 
@@ -61,12 +64,16 @@ class FrameUpdate:
 
 @dataclass(slots=True)
 class _SideChooser:
-    """Sticky choice of one side by visibility (ties broken by how much each side moves)."""
+    """One decision, taken at rest: the clearly more visible side, else the side that clearly
+    moves more (one-limb work); until then (or if never) both sides are measured together, so
+    mirrored input gets mirrored choices.
+    """
 
     vis: dict[str, float] = field(default_factory=lambda: {"left": 0.0, "right": 0.0})
     lo: dict[str, float] = field(default_factory=lambda: {"left": math.inf, "right": math.inf})
     hi: dict[str, float] = field(default_factory=lambda: {"left": -math.inf, "right": -math.inf})
     current: str | None = None
+    min_range: float = 30.0
 
     def update(self, m: FrameMeasures, may_switch: bool) -> str | None:
         for s in ("left", "right"):
@@ -74,14 +81,15 @@ class _SideChooser:
             if m.usable(s):
                 self.lo[s] = min(self.lo[s], m.angle[s])
                 self.hi[s] = max(self.hi[s], m.angle[s])
-        if self.current is None or may_switch:
-            best = max(("left", "right"), key=lambda s: (self.vis[s], self._range(s)))
-            if abs(self.vis["left"] - self.vis["right"]) < 0.1:
-                best = max(("left", "right"), key=self._range)
-            if self.current is None or (best != self.current and (
-                    self.vis[best] > self.vis[self.current] + 0.15
-                    or self._range(best) > self._range(self.current) + 20)):
-                self.current = best
+        if not may_switch or self.current is not None:
+            return self.current  # decided once, at rest, then kept
+        dv = self.vis["left"] - self.vis["right"]
+        r = {s: self._range(s) for s in ("left", "right")}
+        big, small = sorted(r, key=r.__getitem__, reverse=True)
+        if abs(dv) >= 0.2:
+            self.current = "left" if dv > 0 else "right"
+        elif r[big] >= self.min_range and r[big] >= 2.0 * r[small]:
+            self.current = big  # one arm/leg works, the other stays still
         return self.current
 
     def _range(self, s: str) -> float:
@@ -105,8 +113,9 @@ class ExerciseSession:
         self.cues = cue_limiter or CueLimiter()
         self._filter_args = (min_cutoff, beta)
         self._filter = OneEuroFilter(min_cutoff, beta)
-        self._chooser = _SideChooser()
+        self._chooser = _SideChooser(min_range=spec.min_rom_deg)
         self._chosen: str | None = None
+        self._last_sides: tuple[str, ...] = ("left", "right")
         self._buffer: deque[FrameMeasures] = deque()
         self._last_seen: float | None = None
         self._lost_cued = False
@@ -122,11 +131,11 @@ class ExerciseSession:
         if self.side in ("left", "right"):
             return (self.side,)
         chosen = self._chooser.update(m, may_switch=self.counter.phase == "rest")
-        if chosen != self._chosen and self._chosen is not None:
+        if chosen != self._chosen:  # only ever at rest: restart the signal on the new side
             self._filter = OneEuroFilter(*self._filter_args)
             self.counter.reset_pending()
         self._chosen = chosen
-        return (chosen,) if chosen else ()
+        return (chosen,) if chosen else ("left", "right")
 
     def feed(self, t: float, lm: Landmarks | None, aspect: float = 1.0) -> FrameUpdate:
         """Process one frame taken at ``t`` seconds; ``lm`` None when no person was found."""
@@ -137,7 +146,7 @@ class ExerciseSession:
         sides: tuple[str, ...] = ()
         if lm is not None:
             m = measure(self.spec, lm, t, aspect)
-            sides = self._sides(m)
+            sides = self._last_sides = self._sides(m)
             raw = combined_angle(m, sides)
             if raw is not None and not math.isnan(raw):
                 angle = self._filter(t, raw)
@@ -163,9 +172,7 @@ class ExerciseSession:
 
     def finish(self) -> tuple[RepResult, ...]:
         """End of the set: count what frames held back after a loss of tracking still show."""
-        sides = (self._chosen,) if self._chosen else (
-            ("left", "right") if self.side == "both" else (self.side,))
-        return tuple(self._finish_rep(ev, sides) for ev in self.counter.flush())
+        return tuple(self._finish_rep(ev, self._last_sides) for ev in self.counter.flush())
 
     def _count(self, t: float, angle: float | None) -> list[RepEvent]:
         if self._direction_known:
@@ -173,8 +180,12 @@ class ExerciseSession:
         self._pending.append((t, angle))
         if angle is None:
             return []
+        # The start position: median of the first START_WINDOW_S of tracked angles.
+        tracked = [(pt, pa) for pt, pa in self._pending if pa is not None]
+        if t - tracked[0][0] < START_WINDOW_S:
+            return []
         if self._start_angle is None:
-            self._start_angle = angle
+            self._start_angle = float(np.median([pa for _, pa in tracked]))
         moved = angle - self._start_angle
         if abs(moved) < 0.5 * self.spec.min_rom_deg:
             return []
