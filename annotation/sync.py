@@ -1,0 +1,186 @@
+"""Transport-agnostic y-protocols sync for one document.
+
+``SyncEngine.handle(message, can_write=...)`` takes one y-protocols *sync* message (the leading
+message type 0, then sync step 1 / sync step 2 / update) and returns what to send back to the
+caller and what to broadcast to the other peers. Malformed bytes raise ``MalformedMessage``
+and leave the document untouched (yrs decodes an update completely before integrating it);
+callers without write permission may read (sync step 1) but a step 2 or update that would
+change the document raises ``PermissionDenied``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+from dataclasses import dataclass, field
+
+from pycrdt import (
+    Doc,
+    TransactionEvent,
+    YMessageType,
+    YSyncMessageType,
+    merge_updates,
+    write_message,
+)
+
+from .errors import MalformedMessage, MessageTooLarge, PermissionDenied
+
+EMPTY_UPDATE = b"\x00\x00"
+
+#: Hook run after a writer's update changed the doc, inside no transaction; it may write
+#: server-side fix-ups (author stamp, measurements) into the doc.
+AfterChange = Callable[[Doc, Any], None]
+
+
+def read_var_uint(data: bytes, pos: int) -> tuple[int, int]:
+    """(value, next position) of a lib0 varuint; MalformedMessage on truncation or overflow."""
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise MalformedMessage("truncated varuint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, pos
+        if shift > 63:
+            raise MalformedMessage("varuint too long")
+
+
+def read_var_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
+    """(payload, next position) of a length-prefixed byte string."""
+    length, pos = read_var_uint(data, pos)
+    end = pos + length
+    if end > len(data):
+        raise MalformedMessage("payload shorter than its length prefix")
+    return data[pos:end], end
+
+
+def parse_sync_message(message: bytes) -> tuple[int, bytes]:
+    """(sync type, payload) of a complete sync message; strict about trailing bytes."""
+    msg_type, pos = read_var_uint(message, 0)
+    if msg_type != YMessageType.SYNC:
+        raise MalformedMessage(f"not a sync message (type {msg_type})")
+    sync_type, pos = read_var_uint(message, pos)
+    if sync_type not in (0, 1, 2):
+        raise MalformedMessage(f"unknown sync message type {sync_type}")
+    payload, pos = read_var_bytes(message, pos)
+    if pos != len(message):
+        raise MalformedMessage("trailing bytes after the sync message")
+    return sync_type, payload
+
+
+def sync_message(sync_type: int, payload: bytes) -> bytes:
+    """Frame a sync message (type 0, sync type, var-bytes payload)."""
+    return bytes([YMessageType.SYNC, sync_type]) + write_message(payload)
+
+
+def step1(doc: Doc) -> bytes:
+    """Sync step 1 carrying the doc's state vector."""
+    return sync_message(YSyncMessageType.SYNC_STEP1, doc.get_state())
+
+
+def update_message(update: bytes) -> bytes:
+    """An incremental update message."""
+    return sync_message(YSyncMessageType.SYNC_UPDATE, update)
+
+
+def _is_fatal(exc: BaseException) -> bool:
+    return isinstance(exc, KeyboardInterrupt | SystemExit | asyncio.CancelledError | GeneratorExit)
+
+
+@dataclass
+class SyncOutcome:
+    """What one incoming message produced."""
+
+    replies: list[bytes] = field(default_factory=list)  # to the caller, in order
+    broadcast: bytes | None = None  # update message for the other peers of the document
+    update: bytes | None = None  # the effective update (caller's + server fix-ups) to persist
+
+
+class SyncEngine:
+    """y-protocols sync for one in-memory pycrdt ``Doc``."""
+
+    def __init__(self, doc: Doc, *, max_message_bytes: int = 1 << 20,
+                 after_change: AfterChange | None = None) -> None:
+        self.doc = doc
+        self.max_message_bytes = max_message_bytes
+        self.after_change = after_change
+        self._captured: list[bytes] = []
+        self._sub = doc.observe(self._on_transaction)
+
+    def _on_transaction(self, event: TransactionEvent) -> None:
+        update = event.update
+        if update != EMPTY_UPDATE:
+            self._captured.append(update)
+
+    def close(self) -> None:
+        """Stop observing the doc."""
+        self.doc.unobserve(self._sub)
+
+    def handle(self, message: bytes, *, can_write: bool, origin: Any = None) -> SyncOutcome:
+        """Process one sync message from a caller (``origin`` is handed to ``after_change``)."""
+        if len(message) > self.max_message_bytes:
+            raise MessageTooLarge(
+                f"sync message of {len(message)} bytes, over {self.max_message_bytes}")
+        sync_type, payload = parse_sync_message(message)
+        if sync_type == YSyncMessageType.SYNC_STEP1:
+            try:
+                missing = self.doc.get_update(payload)
+            except Exception as exc:
+                raise MalformedMessage(f"bad state vector: {exc}") from exc
+            return SyncOutcome(replies=[
+                sync_message(YSyncMessageType.SYNC_STEP2, missing), step1(self.doc)])
+        if payload == EMPTY_UPDATE:
+            return SyncOutcome()
+        if not can_write:
+            if self._would_change(payload):
+                raise PermissionDenied("this role may not change the document (no annotate grant)")
+            return SyncOutcome()
+        self._captured.clear()
+        self._apply(payload)
+        caller_part = list(self._captured)
+        if caller_part and self.after_change is not None:
+            self.after_change(self.doc, origin)
+        captured, self._captured = self._captured, []
+        if not captured:
+            return SyncOutcome()
+        update = captured[0] if len(captured) == 1 else merge_updates(*captured)
+        outcome = SyncOutcome(broadcast=update_message(update), update=update)
+        fixups = captured[len(caller_part):]
+        if fixups:
+            fix = fixups[0] if len(fixups) == 1 else merge_updates(*fixups)
+            outcome.replies.append(update_message(fix))
+        return outcome
+
+    def _apply(self, update: bytes) -> None:
+        try:
+            self.doc.apply_update(update)
+        except BaseException as exc:  # pyo3 panics derive from BaseException
+            if _is_fatal(exc):
+                raise
+            self._captured.clear()
+            raise MalformedMessage(f"update does not decode: {exc}") from exc
+
+    def _would_change(self, update: bytes) -> bool:
+        """Whether applying ``update`` would change the doc (tried on a throw-away copy)."""
+        probe = Doc()
+        probe.apply_update(self.doc.get_update())
+        changes: list[bytes] = []
+        sub = probe.observe(lambda e: changes.append(e.update))
+        try:
+            probe.apply_update(update)
+        except BaseException as exc:
+            if _is_fatal(exc):
+                raise
+            raise MalformedMessage(f"update does not decode: {exc}") from exc
+        finally:
+            probe.unobserve(sub)
+        return any(c != EMPTY_UPDATE for c in changes)
+
+    def apply_server_update(self, update: bytes) -> None:
+        """Load persisted state (snapshot or logged update) without capturing it."""
+        self.doc.apply_update(update)
+        self._captured.clear()
