@@ -187,6 +187,7 @@ def series_order(datasets: Sequence[Dataset]) -> list[int]:
         return float(np.dot(np.cross(row, col), np.array(pos, dtype=float)))
 
     keys = [position_key(ds) for ds in datasets]
-    if all(k is not None for k in keys) and len({k for k in keys}) == len(keys):
-        return sorted(range(len(datasets)), key=lambda i: keys[i])  # type: ignore[return-value,arg-type]
-    return sorted(range(len(datasets)), key=lambda i: int(datasets[i].get("InstanceNumber", 0) or 0))
+    if all(k is not None for k in keys) and len(set(keys)) == len(keys):
+        return sorted(range(len(datasets)), key=lambda i: keys[i] or 0.0)
+    return sorted(range(len(datasets)),
+                  key=lambda i: int(datasets[i].get("InstanceNumber", 0) or 0))

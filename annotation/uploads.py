@@ -73,6 +73,8 @@ def sniff(data: bytes) -> Sniffed:
 def _check_image(data: bytes, expected: str, limits: UploadLimits) -> Image.Image:
     try:
         img = Image.open(BytesIO(data))  # parses the header only
+    except Image.DecompressionBombError as exc:
+        raise DocumentTooLarge(f"image is a decompression bomb: {exc}") from exc
     except Exception as exc:
         raise InvalidDocument(f"image does not parse: {exc}") from exc
     if (img.format or "").lower() != expected:

@@ -9,6 +9,7 @@ import socketio
 from aiohttp import web
 
 import web_client
+from annotation import setup as annotation_setup
 from rtc_server import http_api
 from rtc_server.config import Settings, prepare_data_dir, signing_secret
 from rtc_server.keys import METRICS, RECORDS, ROOMS, SETTINGS, SIGNALING, SIO
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> web.Application:
     web_client.setup(app)
     # feature packages register here: each setup(app) adds routes, handlers and listeners
     media_setup(app)
+    annotation_setup(app)
 
     app.cleanup_ctx.append(_records_ctx)
     app.on_shutdown.append(_shutdown_signaling)

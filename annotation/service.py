@@ -1,0 +1,303 @@
+"""The annotation service: document sessions, Socket.IO events and HTTP routes.
+
+Socket.IO events (see docs/annotation.md): ``doc:list``, ``doc:open``, ``doc:sync``,
+``doc:awareness``, ``doc:close`` from clients; ``doc:sync``, ``doc:awareness``, ``doc:added``
+from the server. Reading (open, sync step 1) needs only a joined participant; a change needs
+the ``annotate`` grant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from aiohttp import web
+from pycrdt import Doc
+from pydantic import BaseModel, ConfigDict, Field, Strict
+
+from signaling.errors import ErrorCode, SignalingError
+from signaling.extensions import Caller
+
+from .awareness import AwarenessRelay, Peer
+from .documents import DocumentInfo, DocumentRepository
+from .errors import (
+    AnnotationError,
+    DocumentNotFound,
+    MalformedMessage,
+    MessageTooLarge,
+    PermissionDenied,
+)
+from .fixups import Author, ServerFixups
+from .frames import FrameLoader
+from .model import Annotation, identity_colour, new_doc, read_annotations, read_view
+from .persistence import UpdateLog, Writer
+from .storage import BlobStore
+from .sync import SyncEngine, step1
+from .uploads import IngestedDocument, UploadLimits, ingest
+
+log = logging.getLogger(__name__)
+
+DOC_ID_PATTERN = r"^[0-9a-f]{32}$"
+MAX_SYNC_BYTES = 512 * 1024
+MAX_AWARENESS_BYTES = 16 * 1024
+
+
+# wire models ------------------------------------------------------------------------------------
+
+
+class _Inbound(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ref: str | None = Field(default=None, max_length=64)
+
+
+class DocListIn(_Inbound):
+    """``doc:list``: no fields."""
+
+
+class DocRefIn(_Inbound):
+    """``doc:close``."""
+
+    doc_id: Annotated[str, Field(pattern=DOC_ID_PATTERN)]
+
+
+class DocSyncIn(DocRefIn):
+    """``doc:open`` (msg = sync step 1) and ``doc:sync`` (any y-protocols sync message)."""
+
+    msg: Annotated[bytes, Strict(), Field(max_length=MAX_SYNC_BYTES)]
+
+
+class DocAwarenessIn(DocRefIn):
+    """``doc:awareness``: a y-protocols awareness message."""
+
+    msg: Annotated[bytes, Strict(), Field(max_length=MAX_AWARENESS_BYTES)]
+
+
+def doc_room(doc_id: str) -> str:
+    """Socket.IO room of the connections that opened a document."""
+    return f"doc:{doc_id}"
+
+
+def to_signaling(exc: AnnotationError) -> SignalingError:
+    """Map an annotation error to the signaling error a client receives."""
+    if isinstance(exc, PermissionDenied):
+        return SignalingError(ErrorCode.PERMISSION_DENIED, exc.message)
+    if isinstance(exc, DocumentNotFound):
+        return SignalingError(ErrorCode.NOT_FOUND, exc.message)
+    if isinstance(exc, MessageTooLarge):
+        return SignalingError(ErrorCode.PAYLOAD_TOO_LARGE, exc.message)
+    if isinstance(exc, MalformedMessage):
+        return SignalingError("malformed_update", exc.message)
+    return SignalingError(exc.code, exc.message)
+
+
+# sessions --------------------------------------------------------------------------------------
+
+
+@dataclass
+class DocSession:
+    """One loaded document: its Y doc, sync engine, awareness and members."""
+
+    info: DocumentInfo
+    doc: Doc
+    engine: SyncEngine
+    fixups: ServerFixups
+    awareness: AwarenessRelay = field(default_factory=AwarenessRelay)
+    members: dict[str, Caller] = field(default_factory=dict)  # sid -> caller
+    since_compaction: int = 0
+
+
+class AnnotationService:
+    """Documents of all rooms on this node."""
+
+    def __init__(self, store: Writer, data_dir: Path, *, limits: UploadLimits | None = None,
+                 compact_every: int = 500, max_sync_bytes: int = MAX_SYNC_BYTES) -> None:
+        self.store = store
+        self.blobs = BlobStore(data_dir / "documents")
+        self.repo = DocumentRepository(store.engine)
+        self.log = UpdateLog(store)
+        self.frames = FrameLoader(self.blobs)
+        self.limits = limits or UploadLimits()
+        self.compact_every = compact_every
+        self.max_sync_bytes = max_sync_bytes
+        self.sessions: dict[str, DocSession] = {}
+        self._loading: dict[str, asyncio.Lock] = {}
+        self.ns: Any = None
+
+    # documents ---------------------------------------------------------------------------------
+
+    async def upload(self, room: str, identity: str, name: str,
+                     files: list[tuple[str, bytes]]) -> DocumentInfo:
+        """Validate, store and record an upload; tell the room."""
+        ingested: IngestedDocument = await asyncio.to_thread(ingest, files, self.blobs,
+                                                             self.limits)
+        info = await self.repo.add(room, ingested, identity, name)
+        if self.ns is not None:
+            await self.ns.emit_to_room(room, "doc:added", {"document": info.public()})
+        return info
+
+    async def session(self, doc_id: str, room: str) -> DocSession:
+        """The loaded session of a document of ``room`` (loaded from persistence on first use)."""
+        found = self.sessions.get(doc_id)
+        if found is not None:
+            if found.info.room != room:
+                raise DocumentNotFound(f"no document {doc_id!r} in this room")
+            return found
+        lock = self._loading.setdefault(doc_id, asyncio.Lock())
+        async with lock:
+            found = self.sessions.get(doc_id)
+            if found is None:
+                info = await self.repo.get(doc_id, room)
+                found = await self._load(info)
+                self.sessions[doc_id] = found
+        if found.info.room != room:
+            raise DocumentNotFound(f"no document {doc_id!r} in this room")
+        return found
+
+    async def _load(self, info: DocumentInfo) -> DocSession:
+        doc = new_doc()
+        spacing = tuple(info.pixel_spacing) if info.pixel_spacing else None
+        unit = "HU" if info.modality == "CT" else None
+
+        def values(frame: int) -> Any:
+            return self.frames.values(info, frame)
+
+        fixups = ServerFixups(doc, spacing, values, unit)  # type: ignore[arg-type]
+        engine = SyncEngine(doc, max_message_bytes=self.max_sync_bytes, after_change=fixups)
+        for update in await self.log.load(info.id):
+            engine.apply_server_update(update)
+        fixups.reset()
+        return DocSession(info, doc, engine, fixups)
+
+    async def state(self, doc_id: str, room: str) -> tuple[DocumentInfo, list[Annotation], int,
+                                                          dict[str, Any]]:
+        """Current annotations and view of a document (for export)."""
+        s = await self.session(doc_id, room)
+        annotations, invalid = read_annotations(s.doc)
+        return s.info, annotations, invalid, read_view(s.doc)
+
+    async def close_room(self, room: str) -> None:
+        """Compact and unload the room's sessions."""
+        futures = []
+        for doc_id, s in list(self.sessions.items()):
+            if s.info.room != room:
+                continue
+            if s.since_compaction:
+                futures.append(self.log.compact(doc_id, s.doc.get_update()))
+            s.engine.close()
+            del self.sessions[doc_id]
+        for fut in futures:
+            with contextlib.suppress(Exception):
+                await fut
+
+    async def close(self) -> None:
+        """Compact every loaded document (shutdown)."""
+        for room in {s.info.room for s in self.sessions.values()}:
+            await self.close_room(room)
+
+    # Socket.IO ---------------------------------------------------------------------------------
+
+    def register(self, ns: Any) -> None:
+        """Add the doc:* handlers and lifecycle listeners to the signaling namespace."""
+        self.ns = ns
+        ns.add_handler("doc:list", DocListIn, self._on_list)
+        ns.add_handler("doc:open", DocSyncIn, self._on_open, max_bytes=MAX_SYNC_BYTES + 1024)
+        ns.add_handler("doc:sync", DocSyncIn, self._on_sync, max_bytes=MAX_SYNC_BYTES + 1024)
+        ns.add_handler("doc:awareness", DocAwarenessIn, self._on_awareness,
+                       max_bytes=MAX_AWARENESS_BYTES + 1024)
+        ns.add_handler("doc:close", DocRefIn, self._on_close)
+        ns.listen("participant_left", self._on_left)
+        ns.listen("room_closed", self.close_room)
+
+    async def _member(self, caller: Caller, doc_id: str) -> DocSession:
+        s = self.sessions.get(doc_id)
+        if s is None or caller.sid not in s.members:
+            raise SignalingError(ErrorCode.NOT_FOUND, "Open the document first (doc:open).")
+        return s
+
+    async def _on_list(self, caller: Caller, _msg: DocListIn) -> dict[str, Any]:
+        docs = await self.repo.list_room(caller.room)
+        return {"documents": [d.public() for d in docs]}
+
+    async def _on_open(self, caller: Caller, msg: DocSyncIn) -> dict[str, Any]:
+        try:
+            s = await self.session(msg.doc_id, caller.room)
+            outcome = s.engine.handle(msg.msg, can_write=False)
+        except AnnotationError as exc:
+            raise to_signaling(exc) from None
+        if not outcome.replies:
+            raise SignalingError("malformed_update", "doc:open needs a sync step 1 message.")
+        s.members[caller.sid] = caller
+        await self.ns.enter_room(caller.sid, doc_room(msg.doc_id))
+        return {
+            "document": s.info.public(),
+            "replies": outcome.replies,
+            "awareness": s.awareness.full_message(),
+            "can_write": caller.grants.has("annotate"),
+        }
+
+    async def _on_sync(self, caller: Caller, msg: DocSyncIn) -> dict[str, Any]:
+        s = await self._member(caller, msg.doc_id)
+        try:
+            outcome = s.engine.handle(msg.msg, can_write=caller.grants.has("annotate"),
+                                      origin=Author(caller.identity, caller.name))
+        except AnnotationError as exc:
+            raise to_signaling(exc) from None
+        committed = None
+        if outcome.update is not None:
+            committed = self.log.append(s.info.id, outcome.update, caller.identity)
+            s.since_compaction += 1
+            if s.since_compaction >= self.compact_every:
+                s.since_compaction = 0
+                self.log.compact(s.info.id, s.doc.get_update())
+        if outcome.broadcast is not None:
+            await self.ns.emit("doc:sync", {"doc_id": msg.doc_id, "msg": outcome.broadcast},
+                               to=doc_room(msg.doc_id), skip_sid=caller.sid)
+        if committed is not None:
+            await committed  # acknowledged == durable
+        return {"replies": outcome.replies}
+
+    async def _on_awareness(self, caller: Caller, msg: DocAwarenessIn) -> dict[str, Any]:
+        s = await self._member(caller, msg.doc_id)
+        peer = Peer(caller.sid, caller.identity, caller.name, str(caller.role),
+                    identity_colour(caller.identity))
+        try:
+            out = s.awareness.apply(msg.msg, peer)
+        except AnnotationError as exc:
+            raise to_signaling(exc) from None
+        if out is not None:
+            await self.ns.emit("doc:awareness", {"doc_id": msg.doc_id, "msg": out},
+                               to=doc_room(msg.doc_id), skip_sid=caller.sid)
+        return {}
+
+    async def _on_close(self, caller: Caller, msg: DocRefIn) -> dict[str, Any]:
+        s = await self._member(caller, msg.doc_id)
+        await self._drop_member(s, caller.sid)
+        return {}
+
+    async def _drop_member(self, s: DocSession, sid: str) -> None:
+        s.members.pop(sid, None)
+        with contextlib.suppress(Exception):
+            await self.ns.leave_room(sid, doc_room(s.info.id))
+        gone = s.awareness.remove_peer(sid)
+        if gone is not None:
+            await self.ns.emit("doc:awareness", {"doc_id": s.info.id, "msg": gone},
+                               to=doc_room(s.info.id))
+
+    async def _on_left(self, caller: Caller, _reason: str) -> None:
+        for s in list(self.sessions.values()):
+            if caller.sid in s.members:
+                await self._drop_member(s, caller.sid)
+
+    # raw sync (tests, tools) -------------------------------------------------------------------
+
+    def server_state_message(self, doc_id: str) -> bytes:
+        """Sync step 1 of a loaded document."""
+        return step1(self.sessions[doc_id].doc)
+
+
+ANNOTATION = web.AppKey("annotation", AnnotationService)
