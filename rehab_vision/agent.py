@@ -86,6 +86,7 @@ class VisionAgent:
         self._last_sent = -1e9
         self._last_phase = ""
         self._t0: float | None = None
+        self._clock_is_media = True
         self._pts_last: float | None = None
         self.closed = False
         self.started_at: float | None = None
@@ -154,15 +155,21 @@ class VisionAgent:
         self.finished.set()
 
     def _media_time(self, frame: av.VideoFrame) -> float:
-        t = frame.time
-        if t is None:
-            t = time.perf_counter() - (self._t0 or time.perf_counter())
+        """Seconds since the session's first frame, from the frame's timestamp (RTP clocks
+        start anywhere) or, without one, from the wall clock; strictly increasing."""
+        media = frame.time
+        now = time.perf_counter()
         if self._t0 is None:
-            self._t0 = time.perf_counter() - t
+            self._t0 = float(media) if media is not None else now
+            self._clock_is_media = media is not None
+        if self._clock_is_media and media is not None:
+            t = float(media) - self._t0
+        else:
+            t = now - self._t0 if not self._clock_is_media else (self._pts_last or 0.0) + 0.033
         if self._pts_last is not None and t <= self._pts_last:
             t = self._pts_last + 1e-3
         self._pts_last = t
-        return float(t)
+        return t
 
     def _analyze(self, frame: av.VideoFrame) -> tuple[FrameUpdate, float]:
         """Worker thread: decode to RGB, pose, session step."""

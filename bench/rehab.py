@@ -1,0 +1,145 @@
+"""Rehab vision benchmark: pose + scoring cost per frame, live processed fps for 1 and 2
+concurrent patient streams through VisionAgent, frame-arrival-to-update (cue) latency.
+
+Run: .venv/bin/python bench/rehab.py [--quick] [--clip NAME]
+Needs ../shared/data/rehab beside the repo. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATA = (REPO / ".." / "shared" / "data" / "rehab").resolve()
+
+from rehab_vision.agent import VisionAgent  # noqa: E402
+from rehab_vision.models import RehabSessionStart  # noqa: E402
+from rehab_vision.pose import MediaPipePose  # noqa: E402
+from rehab_vision.session import ExerciseSession  # noqa: E402
+from rehab_vision.sources import VideoFileTrack  # noqa: E402
+from rehab_vision.specs import get_spec  # noqa: E402
+from rehab_vision.video import iter_frames  # noqa: E402
+
+
+def pct(xs: list[float], q: float) -> float | None:
+    return round(float(np.percentile(xs, q)), 2) if xs else None
+
+
+def offline_cost(video: Path, exercise: str, max_frames: int) -> dict[str, Any]:
+    """Pose + scoring per frame, decoding excluded (frames decoded beforehand)."""
+    frames = []
+    for i, (t, rgb, _) in enumerate(iter_frames(video)):
+        if i >= max_frames:
+            break
+        frames.append((t, rgb))
+    session = ExerciseSession(get_spec(exercise))
+    pose_ms, score_ms = [], []
+    with MediaPipePose() as est:
+        for t, rgb in frames:
+            t0 = time.perf_counter()
+            lm = est.process(rgb, t)
+            t1 = time.perf_counter()
+            session.feed(t, lm, rgb.shape[1] / rgb.shape[0])
+            t2 = time.perf_counter()
+            pose_ms.append((t1 - t0) * 1000)
+            score_ms.append((t2 - t1) * 1000)
+    total = [p + s for p, s in zip(pose_ms, score_ms, strict=True)]
+    return {"frames": len(frames), "ms_per_frame_p50": pct(total, 50),
+            "ms_per_frame_p95": pct(total, 95), "pose_ms_p50": pct(pose_ms, 50),
+            "scoring_ms_p50": pct(score_ms, 50), "reps": len(session.reps)}
+
+
+async def live(video: Path, exercise: str, streams: int, seconds: float,
+               source_fps: float) -> dict[str, Any]:
+    """``streams`` agents in parallel, each on its own paced file track."""
+    agents: list[VisionAgent] = []
+    latencies: list[list[float]] = []
+    for _ in range(streams):
+        lat: list[float] = []
+        latencies.append(lat)
+
+        async def on_update(payload: dict[str, Any], lat: list[float] = lat) -> None:
+            lat.append(payload["latency_ms"])
+
+        track = VideoFileTrack(video, fps=source_fps, loops=1000)
+        agents.append(VisionAgent(track, RehabSessionStart(exercise=exercise), on_update,
+                                  update_interval_s=0.0))
+    await asyncio.gather(*(a.start() for a in agents))
+    # Event-loop responsiveness while the agents work: worst lag of a 10 ms ticker.
+    lag = 0.0
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        await asyncio.sleep(0.01)
+        lag = max(lag, time.perf_counter() - t0 - 0.01)
+    reports = await asyncio.gather(*(a.stop() for a in agents))
+    stats = [r["stats"] for r in reports]
+    return {
+        "streams": streams,
+        "source_fps": source_fps,
+        "processed_fps": [s["processed_fps"] for s in stats],
+        "dropped": [s["frames_dropped"] for s in stats],
+        "ms_per_frame_p50": [s["ms_per_frame_p50"] for s in stats],
+        "latency_ms_p50": pct([x for lat in latencies for x in lat], 50),
+        "latency_ms_p95": pct([x for lat in latencies for x in lat], 95),
+        "cue_latency_ms_p95": pct([x for s in stats for x in [s["cue_latency_ms_p95"]]
+                                   if x is not None], 100),
+        "loop_lag_ms_max": round(lag * 1000, 1),
+        "reps": [r["reps"] for r in reports],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="short run (under a minute)")
+    ap.add_argument("--clip", default="postop_squat", help="labelled clip name (videos/NAME.mp4)")
+    ap.add_argument("--exercise", default="squat")
+    ap.add_argument("--source-fps", type=float, default=30.0,
+                    help="rate at which each simulated camera delivers frames")
+    args = ap.parse_args()
+    video = DATA / "videos" / f"{args.clip}.mp4"
+    if not video.is_file():
+        print(f"bench/rehab.py: test clip not found: {video}", file=sys.stderr)
+        return 2
+    seconds = 8.0 if args.quick else 25.0
+    off = offline_cost(video, args.exercise, 80 if args.quick else 100_000)
+    print(f"offline: {off}", flush=True)
+    one = asyncio.run(live(video, args.exercise, 1, seconds, args.source_fps))
+    print(f"1 stream: {one}", flush=True)
+    two = asyncio.run(live(video, args.exercise, 2, seconds, args.source_fps))
+    print(f"2 streams: {two}", flush=True)
+    result = {
+        "bench": "rehab",
+        "quick": args.quick,
+        "clip": args.clip,
+        "cpus": os.cpu_count(),
+        "ms_per_frame_p50": off["ms_per_frame_p50"],
+        "pose_ms_p50": off["pose_ms_p50"],
+        "scoring_ms_p50": off["scoring_ms_p50"],
+        "source_fps": args.source_fps,
+        "fps_1_stream": one["processed_fps"][0],
+        "fps_2_streams": round(min(two["processed_fps"]), 2),
+        "fps_2_streams_each": two["processed_fps"],
+        "latency_ms_p95_1_stream": one["latency_ms_p95"],
+        "latency_ms_p95_2_streams": two["latency_ms_p95"],
+        # Every update is where a cue would ride; the cue path adds nothing to it.
+        "cue_latency_ms_p95": max(x for x in (one["latency_ms_p95"], two["latency_ms_p95"])
+                                  if x is not None),
+        "loop_lag_ms_max": max(one["loop_lag_ms_max"], two["loop_lag_ms_max"]),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
