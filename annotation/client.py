@@ -249,6 +249,7 @@ class AnnotationClient:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._cond: asyncio.Condition | None = None
         self._generation = 0
+        self._admitted = asyncio.Event()
         self.sio = self._new_socket()
 
     def _new_socket(self) -> socketio.AsyncClient:
@@ -256,7 +257,11 @@ class AnnotationClient:
         sio.on("doc:sync", self._on_sync)
         sio.on("doc:awareness", self._on_awareness)
         sio.on("error", self._on_error)
+        sio.on("lobby:admitted", self._on_admitted)
         return sio
+
+    async def _on_admitted(self, _data: Any = None) -> None:
+        self._admitted.set()
 
     async def _on_sync(self, data: dict[str, Any]) -> None:
         cdoc = self.docs.get(data.get("doc_id", ""))
@@ -299,7 +304,13 @@ class AnnotationClient:
                                wait_timeout=WAIT_S)
         if join:
             self.joined = await self.call("join", {})
+            if self.joined.get("status") == "joined":
+                self._admitted.set()
         return self
+
+    async def admitted(self, timeout: float = WAIT_S) -> None:
+        """Wait (bounded) until the host let this participant in from the waiting room."""
+        await asyncio.wait_for(self._admitted.wait(), timeout)
 
     async def list_documents(self) -> list[dict[str, Any]]:
         """The room's documents."""
@@ -325,7 +336,9 @@ class AnnotationClient:
         """New connection, rejoin, and re-sync every open document from its state vector."""
         await self.disconnect()
         self.sio = self._new_socket()
+        self._admitted.clear()
         await self.connect()
+        await self.admitted()
         for cdoc in self.docs.values():
             await cdoc._open()
 
