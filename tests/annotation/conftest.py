@@ -14,6 +14,7 @@ from annotation.client import AnnotationClient
 from tests.conftest import Live
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
+CT_BYTES = CT_SMALL.read_bytes()
 
 
 async def upload(live: Live, room: str, identity: str, role: str, data: bytes,
@@ -44,7 +45,7 @@ async def live(start_server: Any) -> Live:
 
 @pytest.fixture
 async def ct_doc(live: Live) -> dict[str, Any]:
-    status, body = await upload(live, "mdt", "dr-host", "host", CT_SMALL.read_bytes(), "ct.dcm")
+    status, body = await upload(live, "mdt", "dr-host", "host", CT_BYTES, "ct.dcm")
     assert status == 201, body
     return body["document"]
 

@@ -15,7 +15,7 @@ from annotation.model import identity_colour
 from annotation.service import ANNOTATION
 from annotation.sync import update_message
 from signaling.grants import Grants
-from tests.annotation.conftest import CT_SMALL, http_get, upload
+from tests.annotation.conftest import CT_BYTES, CT_SMALL, http_get, upload
 
 SPACING = 0.661468
 
@@ -54,7 +54,7 @@ async def test_concurrent_edits_converge(live, ct_doc, make_client):
     assert len(expected) == 45
     await converge(clients, docs, expected)
     # the server's copy agrees, each mark carries its real author and a measurement
-    info, anns, invalid, view = await live.app[ANNOTATION].state(ct_doc["id"], "mdt")
+    _info, anns, invalid, view = await live.app[ANNOTATION].state(ct_doc["id"], "mdt")
     assert {a.id for a in anns} == expected and invalid == 0
     for a in anns:
         assert a.author.startswith("dr-") and a.colour == identity_colour(a.author)
@@ -109,7 +109,7 @@ async def test_read_only_roles_cannot_change_the_doc(live, ct_doc, make_client):
     _, anns, _, _ = await live.app[ANNOTATION].state(ct_doc["id"], "mdt")
     assert [a.id for a in anns] == [mark]
     # uploading needs the grant too
-    status, body = await upload(live, "mdt", "pat", "patient", CT_SMALL.read_bytes(), "x.dcm")
+    status, body = await upload(live, "mdt", "pat", "patient", CT_BYTES, "x.dcm")
     assert status == 403 and body["error"]["code"] == "forbidden"
     # a patient granted "annotate" may draw
     drawer = await make_client("pat2", "patient", grants=Grants(annotate=True))
