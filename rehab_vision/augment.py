@@ -65,7 +65,7 @@ DISTAL: dict[str, tuple[str, ...]] = {
 }
 
 
-def _rotate(points: np.ndarray, centre: np.ndarray, axis: np.ndarray, angle: float,
+def rotate_points(points: np.ndarray, centre: np.ndarray, axis: np.ndarray, angle: float,
             ) -> np.ndarray:
     """Rodrigues rotation of ``points`` [N, 3] about ``axis`` through ``centre``."""
     k = axis / np.linalg.norm(axis)
@@ -99,6 +99,6 @@ def scale_excursion(seq: PoseSequence, spec: ExerciseSpec, factor: float,
                 continue
             cur = np.arccos(np.clip(ba @ bc / (np.linalg.norm(ba) * np.linalg.norm(bc)), -1, 1))
             want = np.radians(rest) + (cur - np.radians(rest)) * factor
-            w[moved] = _rotate(w[moved], w[b], axis, want - cur)
+            w[moved] = rotate_points(w[moved], w[b], axis, want - cur)
             lm[i, :, 4:7] = w.astype(np.float32)
     return PoseSequence(lm=lm, fps=seq.fps, frame_size=seq.frame_size)

@@ -91,6 +91,14 @@ class RepCounter:
         self._rest = None
         self.phase = "rest"
 
+    def rebase(self, rest_depth: float, t: float | None = None) -> None:
+        """Take ``rest_depth`` as the rest level (the signal moved to another body side)."""
+        if not self._active and math.isfinite(rest_depth):
+            self._rest = rest_depth
+            if t is not None:
+                self._rest_t = t
+            self._lo_seen = min(self._lo_seen, rest_depth)
+
     def update(self, t: float, depth: float | None) -> list[RepEvent]:
         c = self.config
         if depth is None:

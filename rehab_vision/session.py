@@ -74,6 +74,12 @@ class _SideChooser:
     hi: dict[str, float] = field(default_factory=lambda: {"left": -math.inf, "right": -math.inf})
     current: str | None = None
     min_range: float = 30.0
+    first: dict[str, list[float]] = field(default_factory=lambda: {"left": [], "right": []})
+    _t0: float | None = None
+
+    def start_angle(self, side: str) -> float | None:
+        """Median angle of ``side`` over the first moments of the set."""
+        return float(np.median(self.first[side])) if self.first[side] else None
 
     def update(self, m: FrameMeasures, may_switch: bool) -> str | None:
         for s in ("left", "right"):
@@ -81,6 +87,10 @@ class _SideChooser:
             if m.usable(s):
                 self.lo[s] = min(self.lo[s], m.angle[s])
                 self.hi[s] = max(self.hi[s], m.angle[s])
+                if self._t0 is None:
+                    self._t0 = m.t
+                if m.t - self._t0 <= START_WINDOW_S:
+                    self.first[s].append(m.angle[s])
         if not may_switch or self.current is not None:
             return self.current  # decided once, at rest, then kept
         dv = self.vis["left"] - self.vis["right"]
@@ -110,6 +120,7 @@ class ExerciseSession:
         self._direction_known = not spec.auto_direction
         self._pending: deque[tuple[float, float | None]] = deque(maxlen=900)
         self._start_angle: float | None = None
+        self._rebase_t: float | None = None
         self.cues = cue_limiter or CueLimiter()
         self._filter_args = (min_cutoff, beta)
         self._filter = OneEuroFilter(min_cutoff, beta)
@@ -131,9 +142,16 @@ class ExerciseSession:
         if self.side in ("left", "right"):
             return (self.side,)
         chosen = self._chooser.update(m, may_switch=self.counter.phase == "rest")
-        if chosen != self._chosen:  # only ever at rest: restart the signal on the new side
+        if chosen is not None and chosen != self._chosen:
+            # Taken once, at rest: go on with the chosen side's signal from its own rest level.
             self._filter = OneEuroFilter(*self._filter_args)
-            self.counter.reset_pending()
+            if self._direction_known:
+                lo, hi = self._chooser.lo[chosen], self._chooser.hi[chosen]
+                self.counter.rebase(lo if self.spec.sign > 0 else -hi)
+            else:  # restart the direction search on this side, from its start position
+                self._pending.clear()
+                self._start_angle = self._chooser.start_angle(chosen)
+                self._rebase_t = m.t
         self._chosen = chosen
         return (chosen,) if chosen else ("left", "right")
 
@@ -182,9 +200,9 @@ class ExerciseSession:
             return []
         # The start position: median of the first START_WINDOW_S of tracked angles.
         tracked = [(pt, pa) for pt, pa in self._pending if pa is not None]
-        if t - tracked[0][0] < START_WINDOW_S:
-            return []
         if self._start_angle is None:
+            if t - tracked[0][0] < START_WINDOW_S:
+                return []
             self._start_angle = float(np.median([pa for _, pa in tracked]))
         moved = angle - self._start_angle
         if abs(moved) < 0.5 * self.spec.min_rom_deg:
@@ -192,6 +210,8 @@ class ExerciseSession:
         if (moved > 0) != (self.spec.sign > 0):
             self.spec = self.spec.reversed()
         self._direction_known = True
+        if self._rebase_t is not None:
+            self.counter.rebase(self.spec.sign * self._start_angle, self._rebase_t)
         events: list[RepEvent] = []
         for pt, pa in self._pending:
             events += self.counter.update(pt, None if pa is None else self.spec.sign * pa)
