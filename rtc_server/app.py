@@ -12,9 +12,10 @@ import web_client
 from annotation import setup as annotation_setup
 from rtc_server import http_api
 from rtc_server.config import Settings, prepare_data_dir, signing_secret
-from rtc_server.keys import METRICS, RECORDS, ROOMS, SETTINGS, SIGNALING, SIO
+from rtc_server.keys import AUDIT, METRICS, RECORDS, ROOMS, SETTINGS, SIGNALING, SIO
 from rtc_server.media.service import setup as media_setup
 from rtc_server.metrics import Metrics
+from rtc_server.records.audit import KEY_FILE, AuditLog, load_or_create_key
 from rtc_server.records.store import RecordStore
 from rtc_server.rooms import RoomRegistry
 from signaling.chat import Chat
@@ -36,6 +37,11 @@ def create_app(settings: Settings) -> web.Application:
         store, settings.lobby_policy, limits.max_rooms, limits.chat_history_on_join
     )
     metrics.track_totals(registry.totals)
+    audit = AuditLog(
+        store,
+        load_or_create_key(settings.audit_key_file or settings.data_dir / KEY_FILE),
+        settings.audit_head_interval_s,
+    )
 
     # the engine-level bound closes a connection outright; below it, oversize events get a
     # typed error from the namespace instead
@@ -54,6 +60,8 @@ def create_app(settings: Settings) -> web.Application:
         rate_per_s=limits.rate_per_s,
         rate_burst=limits.rate_burst,
         max_participants=limits.max_participants_per_room,
+        max_connections_per_ip=limits.max_connections_per_ip,
+        audit=audit,
     )
     Lobby(ns)
     HostControls(ns)
@@ -64,6 +72,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[RECORDS] = store
+    app[AUDIT] = audit
     app[ROOMS] = registry
     app[SIO] = sio
     app[SIGNALING] = ns
@@ -82,7 +91,9 @@ def create_app(settings: Settings) -> web.Application:
 async def _records_ctx(app: web.Application) -> AsyncIterator[None]:
     store = app[RECORDS]
     await store.start()
+    await app[AUDIT].start()
     yield
+    await app[AUDIT].close()
     await store.close()
 
 

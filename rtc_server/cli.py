@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -71,6 +74,81 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _public_key(args: argparse.Namespace, settings: Settings) -> Any:
+    from cryptography.hazmat.primitives import serialization
+
+    from rtc_server.records.audit import KEY_FILE, PUBLIC_KEY_FILE
+
+    path = args.public_key or (settings.audit_key_file or settings.data_dir / KEY_FILE).with_name(
+        PUBLIC_KEY_FILE
+    )
+    try:
+        return serialization.load_pem_public_key(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no audit public key at {path} (has the server ever run here?)"
+        ) from None
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Verify the audit log, print an inclusion proof, or print the newest signed tree head."""
+    from rtc_server.records.audit import check_inclusion, prove_inclusion, verify_log
+    from rtc_server.records.store import RecordStore
+
+    settings = _settings(args)
+    if not (settings.data_dir / "teleconsult.db").exists() and settings.database_url is None:
+        raise ConfigError(f"no records database in {settings.data_dir}")
+    public_key = _public_key(args, settings)
+
+    async def run() -> int:
+        store = RecordStore(settings.db_url)
+        try:
+            if args.action == "verify":
+                report = await verify_log(store, public_key)
+                if report.ok:
+                    print(
+                        f"audit log intact: {report.entries} entries, {report.heads} signed heads"
+                    )
+                    return 0
+                print(f"audit log TAMPERED: {report.problem}", file=sys.stderr)
+                return 1
+            if args.action == "prove":
+                doc = await prove_inclusion(store, args.seq)
+                check_inclusion(doc, public_key)
+                print(json.dumps(doc, indent=2))
+                return 0
+            report = await verify_log(store, public_key)
+            print(json.dumps({"entries": report.entries, "heads": report.heads, "ok": report.ok}))
+            return 0 if report.ok else 1
+        except LookupError as exc:
+            print(f"teleconsult: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await store.engine.dispose()
+
+    return asyncio.run(run())
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    """Revoke a join token by its jti (a running server also drops its live connections
+    when revoked through POST /api/tokens/revoke; this command affects new connections)."""
+    from rtc_server.records.store import RecordStore
+
+    settings = prepare_data_dir(_settings(args))
+
+    async def run() -> int:
+        store = RecordStore(settings.db_url)
+        await store.start()
+        try:
+            fresh = await store.revoke_token(args.jti, "cli", args.reason)
+        finally:
+            await store.close()
+        print("revoked" if fresh else "already revoked")
+        return 0
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="teleconsult", description=__doc__)
@@ -94,6 +172,28 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--data-dir", type=Path)
     token.add_argument("--config", type=Path)
     token.set_defaults(func=cmd_token)
+
+    revoke = sub.add_parser("revoke", help="revoke a join token by its jti")
+    revoke.add_argument("jti")
+    revoke.add_argument("--reason")
+    revoke.add_argument("--data-dir", type=Path)
+    revoke.add_argument("--config", type=Path)
+    revoke.set_defaults(func=cmd_revoke)
+
+    audit = sub.add_parser("audit", help="check the tamper-evident audit log")
+    audit_sub = audit.add_subparsers(dest="action", required=True)
+    for name, helptext in (
+        ("verify", "exit 0 if intact, 1 naming the first altered/removed/reordered entry"),
+        ("prove", "print a verified inclusion proof of one entry"),
+        ("status", "print entry and signed-head counts as JSON"),
+    ):
+        p = audit_sub.add_parser(name, help=helptext)
+        if name == "prove":
+            p.add_argument("seq", type=int, help="entry sequence number (from 0)")
+        p.add_argument("--data-dir", type=Path)
+        p.add_argument("--config", type=Path)
+        p.add_argument("--public-key", type=Path, help="PEM kept apart from the data dir")
+        p.set_defaults(func=cmd_audit)
     return parser
 
 

@@ -33,6 +33,7 @@ class Limits(BaseModel):
     rate_burst: float = Field(60.0, ge=1)
     max_participants_per_room: int = Field(50, ge=2, le=10000)
     max_rooms: int = Field(500, ge=1)
+    max_connections_per_ip: int = Field(200, ge=1)
     chat_max_chars: int = Field(4000, ge=1, le=100000)
     chat_history_on_join: int = Field(200, ge=0, le=5000)
 
@@ -53,6 +54,8 @@ class Settings(BaseModel):
     lobby_policy: Literal["clinicians_direct", "everyone_waits"] = "clinicians_direct"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_grace_s: float = Field(2.0, ge=0, le=60)
+    audit_key_file: Path | None = None
+    audit_head_interval_s: float = Field(5.0, gt=0, le=3600)
     limits: Limits = Field(default_factory=Limits)
     # --- media (SFU): UDP port range, announced address, STUN/TURN; see docs/operations-media.md
     media: MediaSettings = Field(default_factory=MediaSettings)

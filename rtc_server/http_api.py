@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rtc_server import __version__
 from rtc_server.config import Settings, signing_secret
-from rtc_server.keys import METRICS, ROOMS, SETTINGS
+from rtc_server.keys import AUDIT, METRICS, ROOMS, SETTINGS, SIGNALING
 from signaling.grants import Grants, Role
-from signaling.tokens import NAME_PATTERN, mint_token
+from signaling.tokens import NAME_PATTERN, mint_token, verify_token
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,15 @@ class TokenRequest(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=128)
     ttl_s: int | None = Field(default=None, ge=60, le=30 * 24 * 3600)
     grants: Grants | None = None
+
+
+class RevokeRequest(BaseModel):
+    """Body of POST /api/tokens/revoke."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jti: str = Field(min_length=1, max_length=64)
+    reason: str | None = Field(default=None, max_length=500)
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -56,23 +65,42 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def create_token(request: web.Request) -> web.Response:
-    """Mint a join token for the hospital's own systems (admin API key required)."""
+async def _admin_body(request: web.Request, action: str) -> bytes | web.Response:
+    """Check the admin API key and read a bounded body; audit refusals."""
     settings: Settings = request.app[SETTINGS]
     expected = settings.admin_api_key.get_secret_value() if settings.admin_api_key else ""
     header = request.headers.get("Authorization", "")
     given = header[7:] if header.startswith("Bearer ") else ""
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-        log.warning("admin API: refused token request from %s", request.remote)
+        log.warning("admin API: refused %s from %s", action, request.remote)
+        await request.app[AUDIT].append(
+            f"admin.{action}", "admin", "api", "unauthorized", {"ip": request.remote}
+        )
         return _error(401, "unauthorized", "A valid admin API key is required.")
     if request.content_length is not None and request.content_length > 16384:
         return _error(413, "payload_too_large", "The request body is too large.")
+    body = await request.content.read(16385)
+    if len(body) > 16384:
+        return _error(413, "payload_too_large", "The request body is too large.")
+    return body
+
+
+def _invalid(exc: ValidationError) -> web.Response:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return _error(400, "invalid_payload", f"{where}: {first['msg']}")
+
+
+async def create_token(request: web.Request) -> web.Response:
+    """Mint a join token for the hospital's own systems (admin API key required)."""
+    settings: Settings = request.app[SETTINGS]
+    raw = await _admin_body(request, "token_mint")
+    if isinstance(raw, web.Response):
+        return raw
     try:
-        body = TokenRequest.model_validate_json(await request.read())
+        body = TokenRequest.model_validate_json(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        return _error(400, "invalid_payload", f"{where}: {first['msg']}")
+        return _invalid(exc)
     ttl = body.ttl_s or settings.token_ttl_s
     token = mint_token(
         signing_secret(settings),
@@ -83,11 +111,37 @@ async def create_token(request: web.Request) -> web.Response:
         ttl_s=ttl,
         grants=body.grants,
     )
+    jti = verify_token(signing_secret(settings), token).jti
+    await request.app[AUDIT].append(
+        "admin.token_mint",
+        "admin",
+        f"room:{body.room}/{body.identity}",
+        "ok",
+        {"role": body.role.value, "jti": jti, "ttl_s": ttl, "ip": request.remote},
+    )
     log.info("admin API: minted a %s token for room %s", body.role.value, body.room)
     return web.json_response(
-        {"token": token, "url": settings.join_url(token), "expires_at": int(time.time()) + ttl},
+        {
+            "token": token,
+            "jti": jti,
+            "url": settings.join_url(token),
+            "expires_at": int(time.time()) + ttl,
+        },
         status=201,
     )
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    """Withdraw a join token by its jti; its live connections are closed."""
+    raw = await _admin_body(request, "token_revoke")
+    if isinstance(raw, web.Response):
+        return raw
+    try:
+        body = RevokeRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        return _invalid(exc)
+    kicked = await request.app[SIGNALING].revoke(body.jti, "admin", body.reason)
+    return web.json_response({"revoked": body.jti, "disconnected": kicked})
 
 
 def setup(app: web.Application) -> None:
@@ -95,3 +149,4 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/api/tokens", create_token)
+    app.router.add_post("/api/tokens/revoke", revoke_token)

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from rtc_server.config import Settings
 from rtc_server.metrics import Metrics
+from rtc_server.records.audit import AuditLog
 from rtc_server.records.store import RecordStore
 from rtc_server.rooms import RoomRegistry
 from signaling.namespace import ConsultNamespace
@@ -17,3 +18,4 @@ ROOMS = web.AppKey("rooms", RoomRegistry)
 METRICS = web.AppKey("metrics", Metrics)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 SIGNALING = web.AppKey("signaling", ConsultNamespace)
+AUDIT = web.AppKey("audit", AuditLog)

@@ -19,6 +19,7 @@ class ErrorCode(StrEnum):
     ROOM_LOCKED = "room_locked"
     ROOM_FULL = "room_full"
     NODE_FULL = "node_full"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
     REMOVED = "removed"
     DENIED = "denied"
     # messages

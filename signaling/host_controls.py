@@ -45,6 +45,9 @@ class HostControls:
                 "mute:request", {"kind": msg.kind, "by": caller.identity}, to=target.sid
             )
             await self.ns.emit("participant:updated", target.public(), room=room_key(room.name))
+        await self.ns.audit(
+            "host.mute", caller.identity, f"room:{room.name}/{msg.identity}", kind=msg.kind
+        )
         await self.ns.notify("mute_changed", room.name, msg.identity, msg.kind, True)
         return {"muted": msg.identity, "kind": msg.kind}
 
@@ -84,6 +87,9 @@ class HostControls:
                 removed = self.ns.caller_for(target.sid)
                 await self.ns.remove_participant(room, target, "removed")
                 self.ns.kick_later(target.sid, "removed", payload)
+        await self.ns.audit(
+            "host.remove", caller.identity, f"room:{room.name}/{msg.identity}", reason=msg.reason
+        )
         if removed is not None:
             await self.ns.notify("participant_left", removed, "removed")
         return {"removed": msg.identity}
@@ -94,6 +100,9 @@ class HostControls:
             room.locked = msg.locked
             await self.ns.store.update_room(room.name, locked=msg.locked)
             await self._announce(room, caller)
+        await self.ns.audit(
+            "host.lock" if msg.locked else "host.unlock", caller.identity, f"room:{room.name}"
+        )
         return {"locked": msg.locked}
 
     async def on_policy(self, caller: Caller, msg: RoomPolicyIn) -> dict[str, Any]:
@@ -102,6 +111,9 @@ class HostControls:
             room.lobby_policy = msg.lobby_policy
             await self.ns.store.update_room(room.name, lobby_policy=msg.lobby_policy)
             await self._announce(room, caller)
+        await self.ns.audit(
+            "host.policy", caller.identity, f"room:{room.name}", lobby_policy=msg.lobby_policy
+        )
         return {"lobby_policy": msg.lobby_policy}
 
     async def on_end(self, caller: Caller, msg: HostEndIn) -> dict[str, Any]:
@@ -109,6 +121,7 @@ class HostControls:
         async with room.lock:
             left = await self.ns.end_room(room, caller.identity, msg.reason)
             self.ns.registry.rooms.pop(room.name, None)
+        await self.ns.audit("host.end", caller.identity, f"room:{room.name}", reason=msg.reason)
         for who in left:
             await self.ns.notify("participant_left", who, "room_ended")
         await self.ns.notify("room_closed", room.name)

@@ -35,6 +35,7 @@ class Lobby:
             room.check_entry(entry.identity, entry.grants, self.ns.max_participants)
             joined = await self.ns.admit(room, entry, caller.identity)
             await self.ns.broadcast_queue(room)
+        await self.ns.audit("admit", caller.identity, f"room:{caller.room}/{msg.identity}")
         if joined is not None:
             await self.ns.notify("participant_joined", joined)
         return {"admitted": [msg.identity]}
@@ -47,6 +48,9 @@ class Lobby:
                 raise SignalingError(ErrorCode.NOT_FOUND, f"{msg.identity} is not waiting.")
             await self.ns.deny(room, entry, caller.identity, msg.reason)
             await self.ns.broadcast_queue(room)
+        await self.ns.audit(
+            "deny", caller.identity, f"room:{caller.room}/{msg.identity}", reason=msg.reason
+        )
         return {"denied": msg.identity}
 
     async def on_admit_all(self, caller: Caller, _msg: LobbyAdmitAllIn) -> dict[str, Any]:
@@ -62,6 +66,8 @@ class Lobby:
                 if who is not None:
                     joined.append(who)
             await self.ns.broadcast_queue(room)
+        for identity in admitted:
+            await self.ns.audit("admit", caller.identity, f"room:{caller.room}/{identity}")
         for who in joined:
             await self.ns.notify("participant_joined", who)
         return {"admitted": admitted}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -20,6 +21,7 @@ import socketio
 from pydantic import BaseModel, ValidationError
 
 from rtc_server.metrics import Metrics
+from rtc_server.records.audit import AuditLog
 from rtc_server.records.store import RecordStore
 from rtc_server.rooms import LobbyEntry, Participant, Room, RoomRegistry
 from signaling.errors import ErrorCode, SignalingError
@@ -56,6 +58,7 @@ class Connection:
     claims: JoinClaims
     caller: Caller
     bucket: TokenBucket
+    ip: str = ""
     state: Literal["connected", "waiting", "joined", "left"] = "connected"
     leave_reason: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -69,6 +72,13 @@ def room_key(room: str) -> str:
 def admitters_key(room: str) -> str:
     """Socket.IO room of a consult's participants who may admit (they see the queue)."""
     return f"a:{room}"
+
+
+def remote_address(environ: dict[str, Any]) -> str:
+    """The client's IP address (from aiohttp's request; python-engineio's REMOTE_ADDR is fixed)."""
+    request = environ.get("aiohttp.request")
+    remote = getattr(request, "remote", None)
+    return str(remote or environ.get("REMOTE_ADDR") or "unknown")
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -94,6 +104,8 @@ class ConsultNamespace(socketio.AsyncNamespace):
         rate_per_s: float,
         rate_burst: float,
         max_participants: int,
+        max_connections_per_ip: int = 200,
+        audit: AuditLog | None = None,
         namespace: str = "/",
     ) -> None:
         super().__init__(namespace)
@@ -105,6 +117,9 @@ class ConsultNamespace(socketio.AsyncNamespace):
         self.rate_per_s = rate_per_s
         self.rate_burst = rate_burst
         self.max_participants = max_participants
+        self.max_connections_per_ip = max_connections_per_ip
+        self.audit_log = audit
+        self.per_ip: Counter[str] = Counter()
         self.conns: dict[str, Connection] = {}
         self.handlers: dict[str, HandlerSpec] = {}
         self.listeners: dict[str, list[Listener]] = {k: [] for k in LISTENER_KINDS}
@@ -169,33 +184,81 @@ class ConsultNamespace(socketio.AsyncNamespace):
 
     # connection lifecycle -----------------------------------------------------------------------
 
+    async def audit(
+        self, action: str, subject: str, obj: str, result: str = "ok", **detail: Any
+    ) -> None:
+        """Append to the audit log (if the app has one); never fails the caller."""
+        if self.audit_log is None:
+            return
+        try:
+            await self.audit_log.append(action, subject, obj, result, detail)
+        except Exception:
+            log.exception("could not write an audit entry for %s", action)
+
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         """Authenticate with the join token; refuse with a code the client can show."""
+        ip = remote_address(environ)
+        subject, room_name = "anonymous", "?"
         try:
             if self.closing:
                 raise SignalingError(ErrorCode.INTERNAL, "The server is shutting down.")
+            if self.per_ip[ip] >= self.max_connections_per_ip:
+                raise SignalingError(
+                    ErrorCode.TOO_MANY_CONNECTIONS, "Too many connections from your address."
+                )
             token = auth.get("token") if isinstance(auth, dict) else None
             claims = verify_token(self.secret, token)
+            subject, room_name = claims.identity, claims.room
+            if await self.store.is_revoked(claims.jti):
+                raise SignalingError(ErrorCode.TOKEN_REVOKED, "This join link was withdrawn.")
             room = await self.registry.open(claims.room)
             room.check_entry(claims.identity, claims.grants, self.max_participants)
         except SignalingError as exc:
             self.metrics.refused.labels(exc.code).inc()
             log.info("connection refused: %s", exc.code)
+            await self.audit("connect", subject, f"room:{room_name}", exc.code, ip=ip)
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.as_dict()) from None
         caller = Caller(sid, claims.room, claims.identity, claims.name, claims.role, claims.grants)
         self.conns[sid] = Connection(
-            sid, claims, caller, TokenBucket(self.rate_per_s, self.rate_burst)
+            sid, claims, caller, TokenBucket(self.rate_per_s, self.rate_burst), ip=ip
         )
+        self.per_ip[ip] += 1
         self.metrics.connections.inc()
+        await self.audit(
+            "connect",
+            claims.identity,
+            f"room:{claims.room}",
+            role=claims.role.value,
+            ip=ip,
+            jti=claims.jti,
+        )
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         """Leave whatever the connection was in; the room carries on."""
         conn = self.conns.pop(sid, None)
         if conn is None:
             return
-        left = await self._depart(conn, conn.leave_reason or "disconnected")
+        self.per_ip[conn.ip] -= 1
+        if self.per_ip[conn.ip] <= 0:
+            del self.per_ip[conn.ip]
+        why = conn.leave_reason or "disconnected"
+        left = await self._depart(conn, why)
+        await self.audit("disconnect", conn.caller.identity, f"room:{conn.caller.room}", why)
         if left is not None:
-            await self._notify("participant_left", left, conn.leave_reason or "disconnected")
+            await self._notify("participant_left", left, why)
+
+    async def revoke(self, jti: str, by: str, reason: str | None) -> int:
+        """Revoke a token id and disconnect its live connections; returns how many."""
+        await self.store.revoke_token(jti, by, reason)
+        kicked = 0
+        for conn in list(self.conns.values()):
+            if conn.claims.jti == jti:
+                self.kick_later(
+                    conn.sid, "token_revoked", {"reason": reason or "", "by": by}, event="removed"
+                )
+                kicked += 1
+        await self.audit("token.revoke", by, f"token:{jti}", reason=reason, kicked=kicked)
+        return kicked
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         """Route connect/disconnect to their methods and every other event to `dispatch`."""
@@ -281,8 +344,14 @@ class ConsultNamespace(socketio.AsyncNamespace):
         async with room.lock:
             room.check_entry(caller.identity, caller.grants, self.max_participants)
             if room.needs_lobby(caller.identity, caller.role):
-                return await self._enter_lobby_locked(conn, room, card)
-            joined = await self._admit_locked(conn, room)
+                waiting = await self._enter_lobby_locked(conn, room, card)
+            else:
+                waiting = None
+                joined = await self._admit_locked(conn, room)
+        if waiting is not None:
+            await self.audit("join", caller.identity, f"room:{caller.room}", "waiting")
+            return waiting
+        await self.audit("join", caller.identity, f"room:{caller.room}", "joined")
         await self._notify("participant_joined", caller)
         return joined
 
@@ -293,6 +362,7 @@ class ConsultNamespace(socketio.AsyncNamespace):
         was_waiting = conn.state == "waiting"
         left = await self._depart(conn, "left", abandon=was_waiting)
         conn.state = "left"
+        await self.audit("leave", caller.identity, f"room:{caller.room}")
         if left is not None:
             await self._notify("participant_left", left, "left")
         return {"left": True}

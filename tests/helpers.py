@@ -115,3 +115,10 @@ class Tokens:
         self, room: str, identity: str, role: Role | str, name: str | None = None, **kw: Any
     ) -> str:
         return mint_token(self.secret, room=room, identity=identity, role=role, name=name, **kw)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
+    """Poll `predicate` (server-side state) until true; fail after `timeout` s."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - server state has no event to await
+            await asyncio.sleep(0.01)

@@ -360,6 +360,30 @@ class RecordStore:
             )
             return [dict(r._mapping) for r in rows]
 
+    # token revocation ------------------------------------------------------------------------
+
+    async def revoke_token(self, jti: str, by: str, reason: str | None = None) -> bool:
+        """Revoke a join token by its `jti`; False if it was revoked already."""
+
+        async def run(conn: AsyncConnection) -> bool:
+            key = t.revoked_tokens.c.jti == jti
+            if (await conn.execute(select(t.revoked_tokens.c.jti).where(key))).first():
+                return False
+            await conn.execute(
+                insert(t.revoked_tokens).values(
+                    jti=jti, revoked_at=time.time(), revoked_by=by, reason=reason
+                )
+            )
+            return True
+
+        return await self.write(run)
+
+    async def is_revoked(self, jti: str) -> bool:
+        """Whether a token id was revoked."""
+        async with self.engine.connect() as conn:
+            stmt = select(t.revoked_tokens.c.jti).where(t.revoked_tokens.c.jti == jti)
+            return (await conn.execute(stmt)).first() is not None
+
     # chat --------------------------------------------------------------------------------------
 
     async def add_chat(

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -89,4 +90,44 @@ chat_messages = Table(
     Column("reply_to", BigInteger().with_variant(Integer, "sqlite"), nullable=True),
     Column("created_at", Float, nullable=False),
     Index("ix_chat_messages_room_id", "room", "id"),
+)
+
+# audit log: an append-only Merkle tree (RFC 6962 hashing); see rtc_server/records/audit.py
+audit_entries = Table(
+    "audit_entries",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    ),
+    Column("ts_us", BigInteger, nullable=False),
+    Column("subject", String(256), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("object", String(512), nullable=False),
+    Column("result", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    Column("sig", LargeBinary(64), nullable=False),
+)
+
+audit_tree_heads = Table(
+    "audit_tree_heads",
+    metadata,
+    Column(
+        "tree_size",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("ts_us", BigInteger, nullable=False),
+    Column("root_hash", LargeBinary(32), nullable=False),
+    Column("sig", LargeBinary(64), nullable=False),
+)
+
+revoked_tokens = Table(
+    "revoked_tokens",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("revoked_at", Float, nullable=False),
+    Column("revoked_by", String(128), nullable=False),
+    Column("reason", Text, nullable=True),
 )

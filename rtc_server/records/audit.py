@@ -1,0 +1,419 @@
+"""Tamper-evident audit log: an append-only Merkle tree with signed tree heads.
+
+Each entry (time, subject, action, object, result, detail) is stored as a row with its leaf hash
+(RFC 6962: SHA-256 over 0x00 + canonical JSON, the sequence number included) and an Ed25519
+signature over that hash, so `verify` can name the first entry that was altered, removed or
+reordered. Signed tree heads (size, time, Merkle root) are written every few seconds and at
+shutdown; they reveal a cut-off tail and anchor inclusion proofs (pymerkle computes both).
+
+Tamper evidence holds against whoever can edit the database but not the signing key: keep
+`audit_ed25519.pem` on other storage than the database (or give `audit_key_file`), and copy
+signed tree heads to an outside witness (`teleconsult audit head` prints the newest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pymerkle import BaseMerkleTree, InclusionProof, InvalidProof, verify_inclusion
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from rtc_server.records import tables as t
+from rtc_server.records.store import RecordStore
+
+log = logging.getLogger(__name__)
+
+ENTRY_CONTEXT = b"teleconsult-audit-entry-v1"
+HEAD_CONTEXT = b"teleconsult-audit-head-v1"
+KEY_FILE = "audit_ed25519.pem"
+PUBLIC_KEY_FILE = "audit_ed25519.pub.pem"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audited event, as stored."""
+
+    seq: int
+    ts_us: int
+    subject: str
+    action: str
+    object: str
+    result: str
+    detail: str  # canonical JSON text
+
+    def canonical(self) -> bytes:
+        """The exact bytes the leaf hash covers."""
+        return json.dumps(
+            {
+                "seq": self.seq,
+                "ts_us": self.ts_us,
+                "subject": self.subject,
+                "action": self.action,
+                "object": self.object,
+                "result": self.result,
+                "detail": self.detail,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode()
+
+
+def canonical_detail(detail: dict[str, Any] | None) -> str:
+    """Detail as canonical JSON text (stored as text so it round-trips byte for byte)."""
+    return json.dumps(detail or {}, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def leaf_hash(entry: AuditEntry) -> bytes:
+    """RFC 6962 leaf hash of an entry."""
+    return hashlib.sha256(b"\x00" + entry.canonical()).digest()
+
+
+def head_message(tree_size: int, ts_us: int, root: bytes) -> bytes:
+    """The bytes a tree head signature covers."""
+    return HEAD_CONTEXT + tree_size.to_bytes(8, "big") + ts_us.to_bytes(8, "big") + root
+
+
+class LeafTree(BaseMerkleTree):
+    """A pymerkle tree over leaf hashes kept in memory (32 bytes an entry)."""
+
+    def __init__(self, leaves: Iterable[bytes] = ()) -> None:
+        self.leaves: list[bytes] = list(leaves)
+        super().__init__("sha256")
+
+    def _encode_entry(self, data: bytes) -> bytes:
+        return data
+
+    def _store_leaf(self, data: bytes, digest: bytes) -> int:
+        self.leaves.append(digest)
+        return len(self.leaves)
+
+    def _get_leaf(self, index: int) -> bytes:
+        return self.leaves[index - 1]
+
+    def _get_leaves(self, offset: int, width: int) -> list[bytes]:
+        return self.leaves[offset : offset + width]
+
+    def _get_size(self) -> int:
+        return len(self.leaves)
+
+    def add_leaf_hash(self, digest: bytes) -> None:
+        """Append a leaf whose hash is already computed."""
+        with self.lock:
+            self.leaves.append(digest)
+
+
+def load_or_create_key(path: Path) -> Ed25519PrivateKey:
+    """Read the signing key, or create it (mode 0600) with its public half beside it."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    pub_path = path.with_name(PUBLIC_KEY_FILE)
+    if not pub_path.exists() or pub_path.read_bytes() != public:
+        pub_path.write_bytes(public)
+    return key
+
+
+def _row_entry(row: Any) -> AuditEntry:
+    return AuditEntry(
+        row.seq, row.ts_us, row.subject, row.action, row.object, row.result, row.detail
+    )
+
+
+class AuditLog:
+    """Appends audited events and signs tree heads; one instance per records database."""
+
+    def __init__(
+        self, store: RecordStore, key: Ed25519PrivateKey, head_interval_s: float = 5.0
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.head_interval_s = head_interval_s
+        self.tree = LeafTree()
+        self.signed_size = 0
+        self._signer: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load the leaf hashes and start signing tree heads."""
+        async with self.store.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.audit_entries.c.leaf_hash).order_by(t.audit_entries.c.seq)
+            )
+            self.tree = LeafTree(r.leaf_hash for r in rows)
+            head = (
+                await conn.execute(
+                    select(t.audit_tree_heads.c.tree_size)
+                    .order_by(t.audit_tree_heads.c.tree_size.desc())
+                    .limit(1)
+                )
+            ).first()
+        self.signed_size = head.tree_size if head else 0
+        self._signer = asyncio.create_task(self._sign_periodically(), name="audit-heads")
+
+    async def close(self) -> None:
+        """Sign a final tree head and stop."""
+        if self._signer is not None:
+            self._signer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._signer
+            self._signer = None
+        await self.sign_head()
+
+    @property
+    def size(self) -> int:
+        """Entries appended so far."""
+        return self.tree.get_size()
+
+    async def append(
+        self,
+        action: str,
+        subject: str,
+        obj: str,
+        result: str = "ok",
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        """Record one event; returns its sequence number once it is committed."""
+        entry = AuditEntry(
+            seq=self.size,
+            ts_us=time.time_ns() // 1000,
+            subject=subject[:256],
+            action=action[:64],
+            object=obj[:512],
+            result=result[:32],
+            detail=canonical_detail(detail),
+        )
+        digest = leaf_hash(entry)
+        signature = self.key.sign(ENTRY_CONTEXT + digest)
+        # the sequence number is taken and the leaf added before the first await, and writes
+        # commit in order, so the table and the tree agree
+        self.tree.add_leaf_hash(digest)
+
+        async def run(conn: AsyncConnection) -> None:
+            await conn.execute(
+                insert(t.audit_entries).values(
+                    seq=entry.seq,
+                    ts_us=entry.ts_us,
+                    subject=entry.subject,
+                    action=entry.action,
+                    object=entry.object,
+                    result=entry.result,
+                    detail=entry.detail,
+                    leaf_hash=digest,
+                    sig=signature,
+                )
+            )
+
+        await self.store.write(run)
+        return entry.seq
+
+    async def sign_head(self) -> dict[str, Any] | None:
+        """Sign and store a tree head for every committed entry, if any are new."""
+        size = self.size
+        if size == 0 or size <= self.signed_size:
+            return None
+
+        async def barrier(_conn: AsyncConnection) -> None:
+            return None
+
+        # once a write queued after the first `size` entries commits, they are all committed
+        await self.store.write(barrier)
+        ts_us = time.time_ns() // 1000
+        root = self.tree.get_root(size)
+        signature = self.key.sign(head_message(size, ts_us, root))
+
+        async def run(conn: AsyncConnection) -> None:
+            await conn.execute(
+                insert(t.audit_tree_heads).values(
+                    tree_size=size, ts_us=ts_us, root_hash=root, sig=signature
+                )
+            )
+
+        await self.store.write(run)
+        self.signed_size = max(self.signed_size, size)
+        return {"tree_size": size, "ts_us": ts_us, "root": root.hex(), "sig": signature.hex()}
+
+    async def _sign_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.head_interval_s)
+            try:
+                await self.sign_head()
+            except Exception:
+                log.exception("could not sign an audit tree head")
+
+    async def prove(self, seq: int) -> dict[str, Any]:
+        """An inclusion proof of entry `seq` against the newest signed tree head covering it."""
+        if self.signed_size <= seq:
+            await self.sign_head()
+        return await prove_inclusion(self.store, seq, self.tree)
+
+
+async def prove_inclusion(
+    store: RecordStore, seq: int, tree: LeafTree | None = None
+) -> dict[str, Any]:
+    """Build {entry, leaf_hash, tree_size, root, head_sig, proof} for one entry."""
+    async with store.engine.connect() as conn:
+        row = (
+            await conn.execute(select(t.audit_entries).where(t.audit_entries.c.seq == seq))
+        ).first()
+        head = (
+            await conn.execute(
+                select(t.audit_tree_heads)
+                .where(t.audit_tree_heads.c.tree_size > seq)
+                .order_by(t.audit_tree_heads.c.tree_size.desc())
+                .limit(1)
+            )
+        ).first()
+        if tree is None:
+            rows = await conn.execute(
+                select(t.audit_entries.c.leaf_hash).order_by(t.audit_entries.c.seq)
+            )
+            tree = LeafTree(r.leaf_hash for r in rows)
+    if row is None:
+        raise LookupError(f"no audit entry {seq}")
+    if head is None:
+        raise LookupError(f"no signed tree head covers entry {seq} yet")
+    proof = tree.prove_inclusion(seq + 1, head.tree_size)
+    return {
+        "entry": {**_entry_dict(_row_entry(row))},
+        "leaf_hash": row.leaf_hash.hex(),
+        "tree_size": head.tree_size,
+        "head_ts_us": head.ts_us,
+        "root": head.root_hash.hex(),
+        "head_sig": head.sig.hex(),
+        "proof": proof.serialize(),
+    }
+
+
+def _entry_dict(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "seq": entry.seq,
+        "ts_us": entry.ts_us,
+        "subject": entry.subject,
+        "action": entry.action,
+        "object": entry.object,
+        "result": entry.result,
+        "detail": json.loads(entry.detail),
+    }
+
+
+def check_inclusion(proof_doc: dict[str, Any], public_key: Ed25519PublicKey) -> None:
+    """Verify a document from `prove_inclusion`; raise ValueError saying what is wrong."""
+    entry = proof_doc["entry"]
+    rebuilt = AuditEntry(
+        entry["seq"],
+        entry["ts_us"],
+        entry["subject"],
+        entry["action"],
+        entry["object"],
+        entry["result"],
+        canonical_detail(entry["detail"]),
+    )
+    digest = leaf_hash(rebuilt)
+    if digest.hex() != proof_doc["leaf_hash"]:
+        raise ValueError("the entry does not match its leaf hash")
+    root = bytes.fromhex(proof_doc["root"])
+    size = proof_doc["tree_size"]
+    try:
+        public_key.verify(
+            bytes.fromhex(proof_doc["head_sig"]), head_message(size, proof_doc["head_ts_us"], root)
+        )
+    except InvalidSignature as exc:
+        raise ValueError("the tree head signature is not valid") from exc
+    try:
+        verify_inclusion(digest, root, InclusionProof.deserialize(proof_doc["proof"]))
+    except InvalidProof as exc:
+        raise ValueError(f"the inclusion proof does not hold: {exc}") from exc
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """What `verify_log` found."""
+
+    ok: bool
+    entries: int
+    heads: int
+    problem: str | None = None
+    first_bad_seq: int | None = None
+
+
+async def verify_log(store: RecordStore, public_key: Ed25519PublicKey) -> VerifyReport:
+    """Check every entry's hash, signature and place, and every signed tree head."""
+    tree = LeafTree()
+    expected = 0
+    async with store.engine.connect() as conn:
+        result = await conn.stream(select(t.audit_entries).order_by(t.audit_entries.c.seq))
+        async for row in result:
+            if row.seq != expected:
+                bad = expected if row.seq > expected else row.seq
+                return VerifyReport(False, expected, 0, f"entry {bad} was removed", bad)
+            entry = _row_entry(row)
+            digest = leaf_hash(entry)
+            try:
+                if digest != row.leaf_hash:
+                    raise InvalidSignature
+                public_key.verify(row.sig, ENTRY_CONTEXT + digest)
+            except InvalidSignature:
+                return VerifyReport(
+                    False,
+                    expected,
+                    0,
+                    f"entry {row.seq} was altered or moved (content does not match its signature)",
+                    row.seq,
+                )
+            tree.add_leaf_hash(digest)
+            expected += 1
+        heads = list(
+            await conn.execute(select(t.audit_tree_heads).order_by(t.audit_tree_heads.c.tree_size))
+        )
+    for head in heads:
+        try:
+            public_key.verify(head.sig, head_message(head.tree_size, head.ts_us, head.root_hash))
+        except InvalidSignature:
+            return VerifyReport(
+                False, expected, len(heads), f"tree head at size {head.tree_size} is not signed"
+            )
+        if head.tree_size > expected:
+            return VerifyReport(
+                False,
+                expected,
+                len(heads),
+                f"entries {expected} to {head.tree_size - 1} were removed "
+                f"(a signed tree head covers {head.tree_size} entries)",
+                expected,
+            )
+        if tree.get_root(head.tree_size) != head.root_hash:
+            return VerifyReport(
+                False,
+                expected,
+                len(heads),
+                f"the log does not match the signed tree head at size {head.tree_size}",
+            )
+    return VerifyReport(True, expected, len(heads))
