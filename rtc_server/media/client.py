@@ -26,6 +26,7 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.mediastreams import AUDIO_PTIME, VIDEO_CLOCK_RATE, MediaStreamError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
@@ -126,7 +127,8 @@ class EncodedLoopTrack(MediaStreamTrack):
         self._count = 0
         self._start: float | None = None
         self._want_key = False
-        self.sent_at: dict[int, float] = {}  # timestamp -> wall time (sampled)
+        self.sent_times: list[float] = []  # time.monotonic() of each frame handed to the sender
+        self.keyframes_sent = 0
 
     def request_keyframe(self) -> None:
         self._want_key = True
@@ -141,12 +143,15 @@ class EncodedLoopTrack(MediaStreamTrack):
             await asyncio.sleep(delay)
         i = self._count % len(self.frames)
         data = self.frames[i]
-        if self._want_key and self.keyframes is not None:
+        if self._want_key and self.keyframes is not None and i != 0:
             data = self.keyframes[i]
-            self._want_key = False
+            self.keyframes_sent += 1
+        self._want_key = False
         ts = self._count * self.step
         self._count += 1
-        return EncodedFrame(data=data, timestamp=ts, keyframe=False, arrival=time.monotonic())
+        now = time.monotonic()
+        self.sent_times.append(now)
+        return EncodedFrame(data=data, timestamp=ts, keyframe=False, arrival=now)
 
 
 @dataclass
@@ -165,12 +170,48 @@ class ReceivedTrack:
     size: tuple[int, int] | None = None  # last decoded picture (width, height)
 
 
+def _lean_counter(rec: ReceivedTrack, mime: str) -> Callable[..., Awaitable[None]]:
+    """A packet handler that only counts frames (load tests: the cheapest possible client)."""
+    is_vp8 = mime.lower() == "video/vp8"
+    state = {"start": True, "key": False}
+
+    async def handle(packet: Any, arrival_time_ms: int = 0) -> None:
+        if rec.kind == "audio":
+            if rec.first_frame_at is None:
+                rec.first_frame_at = time.monotonic()
+            rec.frames += 1
+            rec.frame_times.append(time.monotonic())
+            return
+        if state["start"]:
+            key = False
+            if is_vp8 and packet.payload:
+                try:
+                    descr, data = VpxPayloadDescriptor.parse(packet.payload)
+                    key = bool(descr.partition_start) and bool(data) and not data[0] & 1
+                except ValueError:
+                    key = False
+            state["key"] = key
+        state["start"] = bool(packet.marker)
+        if packet.marker:
+            if rec.first_frame_at is None:
+                if not state["key"]:
+                    return
+                rec.first_frame_at = time.monotonic()
+            rec.frames += 1
+            rec.keyframes += int(state["key"])
+            rec.frame_times.append(time.monotonic())
+
+    return handle
+
+
 class MediaClient:
     """One participant's media: a publisher PC and a subscriber PC, like the server's session.
 
     ``decode=True`` lets aiortc decode what arrives (frames counted after decoding);
     ``decode=False`` taps the receivers like the SFU does and counts encoded frames (cheap).
-    ``record=True`` keeps every received encoded frame's bytes (tests compare them).
+    ``record=True`` keeps every received encoded frame's bytes (tests compare them);
+    ``lean=True`` (load tests) replaces the receivers' packet handling with a counter of
+    frames (marker bits) and keyframes: no NACK, no REMB, no receiver reports, no assembly.
     """
 
     def __init__(
@@ -180,8 +221,10 @@ class MediaClient:
         decode: bool = True,
         record: bool = False,
         video_codec: str | None = None,
+        lean: bool = False,
     ) -> None:
         self.identity = identity
+        self.lean = lean
         self.request = request
         self.decode = decode
         self.record = record
@@ -333,6 +376,9 @@ class MediaClient:
             if self.record:
                 rec.payloads.append(frame.data)
 
+        if self.lean:
+            receiver._handle_rtp_packet = _lean_counter(rec, mime)
+            return
         if not self.decode:
             tap_receiver(receiver, make_assembler(mime, on_encoded, lambda: None))
             return

@@ -26,7 +26,7 @@ from aiortc.utils import uint16_add, uint16_gt
 
 # How long a hole in a video frame may wait for its NACK-triggered retransmission before the
 # assembler gives up, drops to the next keyframe and asks the publisher for one.
-GAP_TIMEOUT_S = 0.3
+GAP_TIMEOUT_S = 0.5
 # Hard bound on packets held while waiting for a hole to fill.
 MAX_PENDING_PACKETS = 512
 
@@ -291,6 +291,7 @@ class FramePacker:
         self.target_bitrate: int | None = None
         self.timestamp_offset = 0  # set by the subscription when it switches source layers
         self.frames = 0
+        self.packets = 0
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         raise TypeError("the SFU forwards encoded frames; it never encodes")
@@ -308,4 +309,5 @@ class FramePacker:
             payloads = H264Encoder._packetize(H264Encoder._split_bitstream(frame.data))
         else:
             payloads = [frame.data]
+        self.packets += len(payloads)
         return payloads, (frame.timestamp + self.timestamp_offset) & 0xFFFFFFFF
