@@ -38,6 +38,7 @@ from .messages import (
 )
 from .session import PeerSession, Send
 from .settings import MediaSettings
+from .tap import DecodingTap
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +259,14 @@ class RoomMedia:
         target = low if want == "low" and low is not None and low.mime == sub.mime else high
         if target is not None and not target.closed:
             sub.switch_to(target)
+
+    def open_tap(self, publisher: str, source: str = "camera") -> DecodingTap:
+        """A decoded view of a video publication for server-side analysis (rehab agent)."""
+        self._assert_open()
+        pub = self.publications.get((publisher, source))
+        if pub is None or pub.kind != "video":
+            raise MediaError("not_published", f"{publisher} has no {source} video")
+        return DecodingTap(pub)
 
     # -- client events ----------------------------------------------------------------------
     async def handle(self, identity: str, event: str, payload: BaseModel) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ from .ice import client_ice_servers
 from .messages import CLIENT_EVENTS, EVENT_GRANTS, MediaError
 from .room import RoomMedia
 from .settings import MediaSettings
+from .tap import DecodingTap
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,16 @@ class MediaService:
         if media is None or identity not in media.sessions:
             return
         await media.set_forced_mute(identity, kind, muted)
+
+    def open_tap(self, room: str, identity: str, source: str = "camera") -> DecodingTap:
+        """Decoded frames of ``identity``'s video (``async recv() -> av.VideoFrame``).
+
+        For server-side consumers such as the rehab VisionAgent; ``tap.stop()`` detaches it.
+        """
+        media = self.rooms.get(room)
+        if media is None:
+            raise MediaError("not_found", f"no media in room {room}")
+        return media.open_tap(identity, source)
 
     async def _close_room(self, name: str) -> None:
         room = self.rooms.pop(name, None)

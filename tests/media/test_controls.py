@@ -229,3 +229,18 @@ async def test_offer_with_an_undeclared_or_simulcast_track_is_refused(harness: H
         assert err.value.code == "simulcast_unsupported"
     finally:
         await pc.close()
+
+
+async def test_decoding_tap_gets_pictures_and_detaches(harness: Harness) -> None:
+    alice = await harness.join("alice", subscribe=False)
+    await alice.publish({"camera": SyntheticVideoTrack(320, 240)})
+    await wait_for(lambda: ("alice", "camera") in harness.room.publications, 10)
+    tap = harness.room.open_tap("alice", "camera")
+    pictures = [await asyncio.wait_for(tap.recv(), 20) for _ in range(5)]
+    assert all((p.width, p.height) == (320, 240) for p in pictures)
+    assert tap.frames_decoded >= 5
+    pub = harness.room.publications[("alice", "camera")]
+    tap.stop()
+    assert tap not in pub.subscriptions
+    with pytest.raises(MediaError):
+        harness.room.open_tap("alice", "microphone")
