@@ -10,7 +10,7 @@ from aiohttp import web
 
 import web_client
 from annotation import setup as annotation_setup
-from rtc_server import http_api
+from rtc_server import http_api, security
 from rtc_server.config import Settings, prepare_data_dir, signing_secret
 from rtc_server.keys import AUDIT, METRICS, RECORDS, ROOMS, SETTINGS, SIGNALING, SIO
 from rtc_server.media.service import setup as media_setup
@@ -47,6 +47,8 @@ def create_app(settings: Settings) -> web.Application:
     # typed error from the namespace instead
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
+        # browsers may connect from this server's own pages, and from listed origins only
+        cors_allowed_origins=settings.cors_origins or None,
         max_http_buffer_size=max(1024 * 1024, 4 * limits.max_message_bytes),
         logger=False,
         engineio_logger=False,
@@ -77,6 +79,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SIO] = sio
     app[SIGNALING] = ns
 
+    security.setup(app, settings)
     http_api.setup(app)
     web_client.setup(app)
     # feature packages register here: each setup(app) adds routes, handlers and listeners

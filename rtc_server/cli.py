@@ -14,6 +14,7 @@ from aiohttp import web
 
 from rtc_server import __version__
 from rtc_server.config import ConfigError, Settings, load_settings, prepare_data_dir, signing_secret
+from rtc_server.security import tls_context
 from signaling.grants import Role
 from signaling.tokens import mint_token
 
@@ -25,7 +26,11 @@ def _settings(args: argparse.Namespace, **flags: object) -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the server until interrupted."""
-    settings = prepare_data_dir(_settings(args, host=args.host, port=args.port))
+    settings = prepare_data_dir(
+        _settings(
+            args, host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key
+        )
+    )
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -52,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app,
         host=settings.host,
         port=settings.port,
+        ssl_context=tls_context(settings),
         print=None,
         shutdown_timeout=settings.shutdown_grace_s,
         access_log=None,
@@ -161,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, help="where records and secrets live")
     serve.add_argument("--config", type=Path, help="TOML settings file")
     serve.add_argument("--room", default="demo", help="room of the printed host join link")
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve HTTPS")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="print a join token")

@@ -1,0 +1,177 @@
+"""Hardening: security headers, TLS, CORS allowlist, secrets kept out of logs."""
+
+import datetime
+import logging
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import urllib.request
+
+import aiohttp
+import pytest
+import socketio
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.helpers import Client, ConnectRefused
+
+
+@pytest.mark.parametrize("path", ["/", "/join?token=x", "/healthz", "/no-such-page"])
+async def test_security_headers_on_every_response(live, path):
+    async with aiohttp.ClientSession() as http, http.get(live.url + path) as resp:
+        headers = resp.headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["X-Frame-Options"] == "DENY"
+    csp = dict(d.strip().split(" ", 1) for d in headers["Content-Security-Policy"].split(";"))
+    assert csp["script-src"] == "'self'"
+    assert csp["frame-ancestors"] == "'none'" and csp["object-src"] == "'none'"
+    assert "camera=(self)" in headers["Permissions-Policy"]
+    if path.startswith(("/join", "/?")) or path == "/":
+        assert headers["Cache-Control"] == "no-store"
+
+
+async def test_admin_error_responses_carry_headers(live):
+    async with aiohttp.ClientSession() as http, http.post(f"{live.url}/api/tokens") as resp:
+        assert resp.status == 401
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_cross_origin_socket_refused_unless_listed(start_server):
+    live = await start_server(cors_origins="https://portal.hospital.local")
+    token = live.tokens("r", "dr", "host")
+    evil = socketio.AsyncClient(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await evil.connect(
+            live.url,
+            auth={"token": token},
+            transports=["websocket"],
+            headers={"Origin": "https://evil.example"},
+            wait_timeout=5,
+        )
+    ok = socketio.AsyncClient(reconnection=False)
+    await ok.connect(
+        live.url,
+        auth={"token": token},
+        transports=["websocket"],
+        headers={"Origin": "https://portal.hospital.local"},
+        wait_timeout=5,
+    )
+    await ok.disconnect()
+
+
+async def test_secrets_and_tokens_never_logged(live, caplog):
+    caplog.set_level(logging.DEBUG)
+    secret = live.settings.secret_key.get_secret_value()
+    admin = live.settings.admin_api_key.get_secret_value()
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {admin}"}
+        body = {"room": "r", "identity": "dr", "role": "host"}
+        async with http.post(f"{live.url}/api/tokens", json=body, headers=headers) as resp:
+            minted = await resp.json()
+        async with http.post(
+            f"{live.url}/api/tokens", json=body, headers={"Authorization": "Bearer guess"}
+        ) as resp:
+            assert resp.status == 401
+    client = Client(live.url, minted["token"])
+    await client.connect()
+    await client.call("join", {})
+    await client.call("chat:send", {"text": "hello"})
+    await client.call("chat:send", {"text": 5})
+    await client.close()
+    bad = Client(live.url, minted["token"][:-3] + "abc")
+    with pytest.raises(ConnectRefused):
+        await bad.connect()
+    text = caplog.text
+    assert text, "expected some log output to check"
+    for needle in (secret, admin, minted["token"], minted["token"].split(".")[2]):
+        assert needle not in text
+
+
+def make_cert(tmp_path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_serve_over_tls(tmp_path):
+    cert, key = make_cert(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELECONSULT_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rtc_server.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+            "--host",
+            "localhost",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        link = ""
+        for _ in range(20):
+            line = proc.stdout.readline()
+            if "host join link" in line or not line:
+                link = line
+                break
+        assert f"https://localhost:{port}/join?token=" in link, proc.stderr.read()
+        context = ssl.create_default_context(cafile=str(cert))
+        with urllib.request.urlopen(
+            f"https://localhost:{port}/healthz", context=context, timeout=10
+        ) as resp:
+            assert resp.status == 200
+            assert resp.headers["Strict-Transport-Security"].startswith("max-age=")
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://localhost:{port}/healthz", timeout=5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_tls_settings_must_pair(tmp_path):
+    from rtc_server.config import ConfigError, load_settings
+
+    cert, _key = make_cert(tmp_path)
+    with pytest.raises(ConfigError, match="tls_cert and tls_key"):
+        load_settings(overrides={"tls_cert": cert}, environ={})
