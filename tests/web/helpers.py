@@ -1,0 +1,58 @@
+"""Page-side probes shared by the browser tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from playwright.async_api import expect
+
+WAIT_MS = 15_000
+
+# Draw a <video> into a small canvas: mean brightness and a hash of the pixels.
+SNAPSHOT_JS = """
+(el) => {
+  if (!el || el.readyState < 2 || !el.videoWidth) return null;
+  const c = document.createElement('canvas');
+  c.width = 64; c.height = 48;
+  const g = c.getContext('2d');
+  g.drawImage(el, 0, 0, 64, 48);
+  const d = g.getImageData(0, 0, 64, 48).data;
+  let sum = 0, hash = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    sum += d[i] + d[i + 1] + d[i + 2];
+    hash = (hash * 31 + d[i] + d[i + 1] * 7 + d[i + 2] * 13) >>> 0;
+  }
+  return {mean: sum / (d.length / 4 * 3), hash, w: el.videoWidth, h: el.videoHeight};
+}
+"""
+
+# True once the video shows a picture that is not black and has changed since the first look.
+PLAYING_JS = """
+([selector, key]) => {
+  const el = document.querySelector(selector);
+  const snap = (SNAPSHOT)(el);
+  if (!snap || snap.mean < 8) return false;
+  window.__frames = window.__frames || {};
+  const first = window.__frames[key];
+  if (!first) { window.__frames[key] = snap; return false; }
+  return first.hash !== snap.hash;
+}
+""".replace("SNAPSHOT", SNAPSHOT_JS.strip())
+
+
+async def wait_video_playing(page: Any, selector: str, timeout_ms: int = 30_000) -> dict[str, Any]:
+    """Wait until the <video> at `selector` shows advancing, non-black frames; its snapshot."""
+    await page.wait_for_function(
+        PLAYING_JS, arg=[selector, selector], timeout=timeout_ms, polling=250
+    )
+    return await page.eval_on_selector(selector, SNAPSHOT_JS)
+
+
+async def pass_device_check(page: Any, url: str) -> None:
+    """Open a join link and pass the device check with the fake devices."""
+    await page.goto(url)
+    for check in ("camera", "microphone", "connection"):
+        await expect(page.locator(f"#status-{check}")).to_have_attribute(
+            "data-state", "ok", timeout=WAIT_MS
+        )
+    await expect(page.locator("#join-btn")).to_be_enabled(timeout=WAIT_MS)

@@ -1,0 +1,115 @@
+"""End-to-end: real Chromium pages against a live server (fake camera and microphone)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from PIL import Image, ImageDraw
+from playwright.async_api import expect
+
+from tests.web.helpers import WAIT_MS, pass_device_check, wait_video_playing
+
+
+def sample_png() -> bytes:
+    img = Image.new("RGB", (400, 300), (30, 40, 60))
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((120, 80, 280, 220), fill=(200, 200, 210))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+async def test_consult_flow(live: Any, new_page: Any, shot: Any, requests_seen: Any) -> None:
+    """Patient waits with a card, doctor admits; video both ways; chat; annotation; mute; end."""
+    room = "consult-1"
+    doctor = await new_page()
+    patient = await new_page()
+    doctor_url = f"{live.url}/join?token={live.tokens(room, 'dr-wang', 'host', 'Dr Wang')}"
+    patient_url = f"{live.url}/join?token={live.tokens(room, 'pat-li', 'patient', 'Li Na')}"
+
+    # patient: device check, then the waiting room with a pre-consult card
+    await pass_device_check(patient, patient_url)
+    await shot(patient, "01-device-check")
+    await patient.click("#join-btn")
+    await expect(patient.locator("#screen-waiting")).to_be_visible(timeout=WAIT_MS)
+    await expect(patient.locator("#queue-position")).to_contain_text("1", timeout=WAIT_MS)
+    await patient.fill("textarea[name=chief_complaint]", "Knee pain after surgery")
+    await patient.fill("input[name=pain]", "6")
+    await patient.fill("textarea[name=medications]", "paracetamol 500 mg")
+    await patient.fill("input[name=systolic_bp]", "130")
+    await patient.fill("input[name=diastolic_bp]", "85")
+    await patient.click("#card-send")
+    await expect(patient.locator("#card-result")).to_have_class("form-result ok", timeout=WAIT_MS)
+    await expect(patient.locator(".edu-item").first).to_be_visible(timeout=WAIT_MS)
+    await shot(patient, "02-waiting-room")
+
+    # doctor: joins directly and sees the patient's card in the lobby
+    await pass_device_check(doctor, doctor_url)
+    await doctor.click("#join-btn")
+    await expect(doctor.locator("#screen-call")).to_be_visible(timeout=WAIT_MS)
+    entry = doctor.locator(".lobby-entry[data-identity=pat-li]")
+    await expect(entry).to_contain_text("Knee pain after surgery", timeout=WAIT_MS)
+    await expect(entry).to_contain_text("BP 130/85")
+    await shot(doctor, "03-doctor-lobby")
+    await entry.locator("[data-action=admit]").click()
+
+    # patient is in the call; each side shows the other's video playing
+    await expect(patient.locator("#screen-call")).to_be_visible(timeout=WAIT_MS)
+    await wait_video_playing(doctor, ".tile[data-key='p:pat-li'] video")
+    await wait_video_playing(patient, ".tile[data-key='p:dr-wang'] video")
+
+    # chat with a reply
+    await patient.locator("#tab-chat").click()
+    await patient.fill("#chat-input", "Hello doctor")
+    await patient.click("#chat-send")
+    await doctor.locator("#tab-chat").click()
+    msg = doctor.locator(".chat-msg", has_text="Hello doctor")
+    await expect(msg).to_be_visible(timeout=WAIT_MS)
+    await msg.locator("button.reply").click()
+    await doctor.fill("#chat-input", "Hello Li Na, how is the knee?")
+    await doctor.press("#chat-input", "Enter")
+    reply = patient.locator(".chat-msg", has_text="how is the knee")
+    await expect(reply.locator(".quote")).to_contain_text("Hello doctor", timeout=WAIT_MS)
+    await shot(patient, "04-patient-call-chat")
+
+    # host mute reaches the patient's browser
+    await doctor.locator("#tab-people").click()
+    await doctor.locator(".participant[data-identity=pat-li] [data-action=mute]").click()
+    await expect(patient.locator("#btn-mute")).to_have_attribute(
+        "aria-pressed", "true", timeout=WAIT_MS
+    )
+    await expect(patient.locator("#call-notice")).to_contain_text("Dr Wang", timeout=WAIT_MS)
+
+    # shared image: the doctor uploads and draws, the patient sees the mark
+    await doctor.locator("#tab-documents").click()
+    await doctor.set_input_files(
+        "#doc-upload", files=[{"name": "knee.png", "mimeType": "image/png", "buffer": sample_png()}]
+    )
+    canvas = doctor.locator("#doc-canvas")
+    await expect(doctor.locator("#doc-viewer")).to_be_visible(timeout=WAIT_MS)
+    await patient.locator("#tab-documents").click()
+    await patient.locator("#doc-list li[data-doc] button").first.click()
+    await expect(patient.locator("#doc-viewer")).to_be_visible(timeout=WAIT_MS)
+    await doctor.locator("[data-tool=length]").click()
+    box = await canvas.bounding_box()
+    assert box is not None
+    x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5
+    await doctor.mouse.move(x0, y0)
+    await doctor.mouse.down()
+    await doctor.mouse.move(x0 + box["width"] * 0.3, y0, steps=5)
+    await doctor.mouse.up()
+    mark = patient.locator("#mark-list li[data-tool=length]")
+    await expect(mark).to_have_count(1, timeout=WAIT_MS)
+    await expect(mark.locator(".measurement")).to_contain_text("px", timeout=WAIT_MS)
+    await shot(doctor, "05-doctor-mdt")
+    await shot(patient, "06-patient-mdt")
+
+    # the host ends the consult: the patient's page says so
+    await doctor.click("#btn-end")
+    await expect(patient.locator("#screen-ended")).to_be_visible(timeout=WAIT_MS)
+    await shot(patient, "07-ended")
+
+    assert requests_seen.urls, "no requests recorded"
+    assert requests_seen.outside() == []
+    assert doctor.js_errors == [] and patient.js_errors == []
