@@ -12,7 +12,16 @@ import web_client
 from annotation import setup as annotation_setup
 from rtc_server import http_api, security
 from rtc_server.config import Settings, prepare_data_dir, signing_secret
-from rtc_server.keys import AUDIT, METRICS, RECORDS, ROOMS, SETTINGS, SIGNALING, SIO
+from rtc_server.keys import (
+    AUDIT,
+    METRICS,
+    RECORD_CONTRIBUTORS,
+    RECORDS,
+    ROOMS,
+    SETTINGS,
+    SIGNALING,
+    SIO,
+)
 from rtc_server.media.service import setup as media_setup
 from rtc_server.metrics import Metrics
 from rtc_server.records.audit import KEY_FILE, AuditLog, load_or_create_key
@@ -75,6 +84,8 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = metrics
     app[RECORDS] = store
     app[AUDIT] = audit
+    # feature packages append `async (room, encounter_url) -> RecordSection` here
+    app[RECORD_CONTRIBUTORS] = []
     app[ROOMS] = registry
     app[SIO] = sio
     app[SIGNALING] = ns

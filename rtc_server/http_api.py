@@ -12,7 +12,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rtc_server import __version__
 from rtc_server.config import Settings, signing_secret
-from rtc_server.keys import AUDIT, METRICS, ROOMS, SETTINGS, SIGNALING
+from rtc_server.keys import (
+    AUDIT,
+    METRICS,
+    RECORD_CONTRIBUTORS,
+    RECORDS,
+    ROOMS,
+    SETTINGS,
+    SIGNALING,
+)
+from rtc_server.records.consult_record import gather_record, to_fhir_bundle, to_summary
 from signaling.grants import Grants, Role
 from signaling.tokens import NAME_PATTERN, mint_token, verify_token
 
@@ -65,18 +74,26 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def _admin_body(request: web.Request, action: str) -> bytes | web.Response:
-    """Check the admin API key and read a bounded body; audit refusals."""
+async def _check_admin(request: web.Request, action: str) -> web.Response | None:
+    """None if the request carries the admin API key, else the 401 to send (audited)."""
     settings: Settings = request.app[SETTINGS]
     expected = settings.admin_api_key.get_secret_value() if settings.admin_api_key else ""
     header = request.headers.get("Authorization", "")
     given = header[7:] if header.startswith("Bearer ") else ""
-    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-        log.warning("admin API: refused %s from %s", action, request.remote)
-        await request.app[AUDIT].append(
-            f"admin.{action}", "admin", "api", "unauthorized", {"ip": request.remote}
-        )
-        return _error(401, "unauthorized", "A valid admin API key is required.")
+    if expected and hmac.compare_digest(given.encode(), expected.encode()):
+        return None
+    log.warning("admin API: refused %s from %s", action, request.remote)
+    await request.app[AUDIT].append(
+        f"admin.{action}", "admin", "api", "unauthorized", {"ip": request.remote}
+    )
+    return _error(401, "unauthorized", "A valid admin API key is required.")
+
+
+async def _admin_body(request: web.Request, action: str) -> bytes | web.Response:
+    """Check the admin API key and read a bounded body."""
+    refused = await _check_admin(request, action)
+    if refused is not None:
+        return refused
     if request.content_length is not None and request.content_length > 16384:
         return _error(413, "payload_too_large", "The request body is too large.")
     body = await request.content.read(16385)
@@ -144,9 +161,33 @@ async def revoke_token(request: web.Request) -> web.Response:
     return web.json_response({"revoked": body.jti, "disconnected": kicked})
 
 
+async def export_record(request: web.Request) -> web.Response:
+    """The consult record of a room as a FHIR Bundle (default) or a Markdown summary."""
+    refused = await _check_admin(request, "record_export")
+    if refused is not None:
+        return refused
+    room = request.match_info["room"]
+    fmt = request.query.get("format", "fhir")
+    if fmt not in ("fhir", "summary"):
+        return _error(400, "invalid_payload", "format: use fhir or summary")
+    try:
+        record = await gather_record(request.app[RECORDS], room, request.app[RECORD_CONTRIBUTORS])
+    except LookupError as exc:
+        return _error(404, "not_found", str(exc))
+    await request.app[AUDIT].append(
+        "record.export", "admin", f"room:{room}", "ok", {"format": fmt, "ip": request.remote}
+    )
+    if fmt == "summary":
+        return web.Response(text=to_summary(record), content_type="text/markdown")
+    return web.json_response(to_fhir_bundle(record), content_type="application/fhir+json")
+
+
 def setup(app: web.Application) -> None:
     """Register the HTTP API routes."""
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/api/tokens", create_token)
     app.router.add_post("/api/tokens/revoke", revoke_token)
+    app.router.add_get(
+        r"/api/rooms/{room:[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}}/record", export_record
+    )

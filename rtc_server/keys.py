@@ -8,6 +8,7 @@ from aiohttp import web
 from rtc_server.config import Settings
 from rtc_server.metrics import Metrics
 from rtc_server.records.audit import AuditLog
+from rtc_server.records.consult_record import RecordContributor
 from rtc_server.records.store import RecordStore
 from rtc_server.rooms import RoomRegistry
 from signaling.namespace import ConsultNamespace
@@ -19,3 +20,4 @@ METRICS = web.AppKey("metrics", Metrics)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 SIGNALING = web.AppKey("signaling", ConsultNamespace)
 AUDIT = web.AppKey("audit", AuditLog)
+RECORD_CONTRIBUTORS = web.AppKey("record_contributors", list[RecordContributor])
