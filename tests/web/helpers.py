@@ -56,3 +56,8 @@ async def pass_device_check(page: Any, url: str) -> None:
             "data-state", "ok", timeout=WAIT_MS
         )
     await expect(page.locator("#join-btn")).to_be_enabled(timeout=WAIT_MS)
+    # the fake microphone beeps: the level meter must have moved
+    await page.wait_for_function(
+        "() => Number(document.querySelector('#mic-meter').dataset.peak || 0) > 0",
+        timeout=WAIT_MS,
+    )

@@ -163,6 +163,9 @@ export class CallView {
       btn.tabIndex = on ? 0 : -1;
     }
     for (const body of this.tabBodies.children) body.hidden = body.id !== `panel-${id}`;
+    // the image viewer needs room: widen the side panel while it is open
+    const layout = this.root.querySelector(".call-layout");
+    if (layout) layout.classList.toggle("wide-side", id === "documents" || id === "rehab");
     this.currentTab = id;
     if (id === "chat") this.chatUnread(false);
   }

@@ -182,7 +182,12 @@ export class DeviceCheck {
   }
 
   ctx() {
-    if (!this.audioCtx) this.audioCtx = new AudioContext();
+    if (!this.audioCtx) {
+      this.audioCtx = new AudioContext();
+      // browsers start audio suspended until the user interacts: resume on the first touch/key
+      const resume = () => this.audioCtx && this.audioCtx.state === "suspended" && this.audioCtx.resume().catch(() => null);
+      for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, resume, { once: true, capture: true });
+    }
     if (this.audioCtx.state === "suspended") this.audioCtx.resume().catch(() => null);
     return this.audioCtx;
   }

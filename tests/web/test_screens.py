@@ -1,0 +1,141 @@
+"""Browser screens around the call: refusals, languages, elderly mode, host actions, reconnect."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from playwright.async_api import expect
+
+from rtc_server.keys import ROOMS, SIGNALING
+from tests.helpers import Client
+from tests.web.helpers import WAIT_MS, pass_device_check, wait_video_playing
+
+
+async def test_refusals_languages_and_elderly_mode(
+    live: Any, new_page: Any, shot: Any, requests_seen: Any
+) -> None:
+    """No link, an expired link (server's message shown), zh-CN, elderly mode, and the phone."""
+    page = await new_page()
+    await page.goto(f"{live.url}/")
+    await expect(page.locator("#screen-no-token")).to_be_visible(timeout=WAIT_MS)
+
+    expired = live.tokens("r-exp", "pat-1", "patient", "Wu", now=time.time() - 7200, ttl_s=60)
+    await page.goto(f"{live.url}/join?token={expired}")
+    await expect(page.locator("#screen-refused")).to_be_visible(timeout=WAIT_MS)
+    await expect(page.locator("#message-body")).to_contain_text("expired")
+    await expect(page.locator("#server-message")).to_have_attribute("data-code", "token_expired")
+    await shot(page, "10-refused-expired")
+
+    # zh-CN, elderly mode on a phone-sized screen, spoken prompts
+    phone = await new_page(width=390, height=844, is_mobile=True, has_touch=True)
+    token = live.tokens("r-elder", "pat-2", "patient", "王奶奶")
+    await pass_device_check(phone, f"{live.url}/join?token={token}")
+    await phone.click("#lang-switch")
+    await expect(phone.locator("html")).to_have_attribute("lang", "zh-CN")
+    await expect(phone.locator("#screen-check h1")).to_have_text("检查摄像头和麦克风")
+    await phone.click("#elderly-switch")
+    await expect(phone.locator("body")).to_have_class("elderly")
+    await shot(phone, "11-device-check-zh-elderly-phone")
+    await phone.click("#join-btn")
+    await expect(phone.locator("#queue-position")).to_have_text("您排在第 1 位", timeout=WAIT_MS)
+    spoken = await phone.evaluate("window.__tcLastSpoken")
+    assert spoken and spoken["lang"] == "zh-CN" and "候诊室" in spoken["text"]
+    await expect(phone.locator(".edu-item h3").first).to_have_text("视频问诊前的准备")
+    await shot(phone, "12-waiting-zh-elderly-phone")
+    # keyboard: the card form is reachable and submits with the keyboard alone
+    await phone.focus("textarea[name=chief_complaint]")
+    await phone.keyboard.type("头晕")
+    await phone.focus("#card-send")
+    await phone.keyboard.press("Enter")
+    await expect(phone.locator("#card-result")).to_have_class("form-result ok", timeout=WAIT_MS)
+
+    assert requests_seen.outside() == []
+    assert page.js_errors == [] and phone.js_errors == []
+
+
+async def test_host_actions_reach_the_browser(
+    live: Any, new_page: Any, shot: Any, requests_seen: Any
+) -> None:
+    """Admit, lock and remove from a host (Socket.IO client); a locked room refuses newcomers."""
+    room = "r-host"
+    host = Client(live.url, live.tokens(room, "dr-zhao", "host", "Dr Zhao"))
+    await host.connect()
+    await host.call("join", {})
+    try:
+        page = await new_page()
+        await pass_device_check(
+            page, f"{live.url}/join?token={live.tokens(room, 'pat-3', 'patient', 'Chen')}"
+        )
+        await page.click("#join-btn")
+        await expect(page.locator(".doctor-presence")).to_contain_text(
+            "doctor is here", timeout=WAIT_MS
+        )
+        await host.next(
+            "lobby:queue", where=lambda q: any(e["identity"] == "pat-3" for e in q["entries"])
+        )
+        assert (await host.call("lobby:admit", {"identity": "pat-3"}))["ok"]
+        await expect(page.locator("#screen-call")).to_be_visible(timeout=WAIT_MS)
+
+        assert (await host.call("host:lock", {"locked": True}))["ok"]
+        await expect(page.locator("#locked-badge")).to_be_visible(timeout=WAIT_MS)
+        assert (await host.call("chat:send", {"text": "Please keep your camera on"}))["ok"]
+        await page.locator("#tab-chat").click()
+        await expect(page.locator(".chat-msg")).to_contain_text(
+            "keep your camera on", timeout=WAIT_MS
+        )
+        await shot(page, "13-patient-call-locked")
+
+        assert (await host.call("host:remove", {"identity": "pat-3", "reason": "test"}))["ok"]
+        await expect(page.locator("#screen-removed")).to_be_visible(timeout=WAIT_MS)
+        await expect(page.locator("#screen-removed")).to_contain_text("test")
+
+        late = await new_page()
+        await late.goto(f"{live.url}/join?token={live.tokens(room, 'pat-4', 'patient', 'Late')}")
+        await expect(late.locator("#server-message")).to_have_attribute(
+            "data-code", "room_locked", timeout=WAIT_MS
+        )
+        await shot(late, "14-refused-locked")
+        assert page.js_errors == [] and late.js_errors == []
+    finally:
+        await host.close()
+    assert requests_seen.outside() == []
+
+
+async def test_reconnect_restores_media_chat_and_documents(
+    live: Any, new_page: Any, shot: Any, requests_seen: Any
+) -> None:
+    """The server drops one browser's connection: it rejoins with video, chat and the document."""
+    room = "r-reco"
+    a = await new_page()
+    b = await new_page()
+    await pass_device_check(a, f"{live.url}/join?token={live.tokens(room, 'dr-a', 'host', 'Dr A')}")
+    await a.click("#join-btn")
+    await pass_device_check(
+        b, f"{live.url}/join?token={live.tokens(room, 'dr-b', 'clinician', 'Dr B')}"
+    )
+    await b.click("#join-btn")
+    await expect(b.locator("#screen-call")).to_be_visible(timeout=WAIT_MS)
+    await wait_video_playing(b, ".tile[data-key='p:dr-a'] video")
+    await b.locator("#tab-chat").click()
+    await b.fill("#chat-input", "before the drop")
+    await b.click("#chat-send")
+    await expect(b.locator(".chat-msg")).to_contain_text("before the drop", timeout=WAIT_MS)
+
+    # drop b's connection from the server side, as a network loss would
+    ns = live.app[SIGNALING]
+    sid = live.app[ROOMS].get(room).participants["dr-b"].sid
+    await ns.disconnect(sid)
+    await expect(b.locator("#call-notice")).to_contain_text("Reconnected", timeout=WAIT_MS)
+    await expect(b.locator(".chat-msg")).to_contain_text("before the drop")
+    await b.evaluate("delete window.__frames")
+    await wait_video_playing(b, ".tile[data-key='p:dr-a'] video")
+    await wait_video_playing(a, ".tile[data-key='p:dr-b'] video")
+    await b.fill("#chat-input", "after the drop")
+    await b.click("#chat-send")
+    await expect(a.locator(".chat-msg", has_text="after the drop")).to_have_count(
+        1, timeout=WAIT_MS
+    )
+    await shot(b, "15-after-reconnect")
+    assert requests_seen.outside() == []
+    assert a.js_errors == [] and b.js_errors == []
