@@ -86,12 +86,14 @@ class MediaPipePose:
 
     Video mode (``static_image_mode=False``): landmarks are tracked from frame to frame, so one
     instance serves one stream, with increasing timestamps. Not thread-safe: one caller at a time
-    (a lock guards it anyway).
+    (a lock guards it anyway). ``quiet=True`` points fd 2 at /dev/null while the graph starts
+    (its C++ warnings ignore GLOG flags): fine for a CLI, not for a server, where other threads'
+    stderr would be lost for that moment, so it is off by default.
     """
 
     def __init__(self, model_complexity: int = 1, min_detection_confidence: float = 0.5,
                  min_tracking_confidence: float = 0.5, max_side: int = MAX_SIDE,
-                 quiet: bool = True) -> None:
+                 quiet: bool = False) -> None:
         _quiet_native_logs()
         self._quiet = quiet
         try:
