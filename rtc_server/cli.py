@@ -47,18 +47,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ttl_s=settings.token_ttl_s,
     )
 
-    async def announce(_app: web.Application) -> None:
+    def announce(_aiohttp_banner: str) -> None:
+        # run_app calls this once every listening socket is open
         print(f"teleconsult {__version__} serving on {settings.base_url}", flush=True)
         print(f"data dir: {settings.data_dir.resolve()}", flush=True)
         print(f"host join link (room {args.room}): {settings.join_url(link_token)}", flush=True)
 
-    app.on_startup.append(announce)
     web.run_app(
         app,
         host=settings.host,
         port=settings.port,
         ssl_context=tls_context(settings),
-        print=None,
+        print=announce,
         shutdown_timeout=settings.shutdown_grace_s,
         access_log=None,
     )
