@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import io
+from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw
 from playwright.async_api import expect
 
 from tests.web.helpers import WAIT_MS, pass_device_check, wait_video_playing
 
 
-def sample_png() -> bytes:
-    img = Image.new("RGB", (400, 300), (30, 40, 60))
-    draw = ImageDraw.Draw(img)
-    draw.ellipse((120, 80, 280, 220), fill=(200, 200, 210))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+def ct_small() -> Path:
+    """pydicom's bundled CT slice (128x128, PixelSpacing 0.661468 mm): no download."""
+    from pydicom.data import get_testdata_file
+
+    return Path(get_testdata_file("CT_small.dcm"))
 
 
 async def test_consult_flow(live: Any, new_page: Any, shot: Any, requests_seen: Any) -> None:
@@ -81,17 +78,19 @@ async def test_consult_flow(live: Any, new_page: Any, shot: Any, requests_seen: 
     )
     await expect(patient.locator("#call-notice")).to_contain_text("Dr Wang", timeout=WAIT_MS)
 
-    # shared image: the doctor uploads and draws, the patient sees the mark
+    # shared DICOM slice: the doctor uploads, presents and draws; the patient follows and sees
+    # the mark with its length in mm (CT_small.dcm has a pixel spacing)
     await doctor.locator("#tab-documents").click()
-    await doctor.set_input_files(
-        "#doc-upload", files=[{"name": "knee.png", "mimeType": "image/png", "buffer": sample_png()}]
-    )
-    canvas = doctor.locator("#doc-canvas")
+    await doctor.set_input_files("#doc-upload", files=[str(ct_small())])
     await expect(doctor.locator("#doc-viewer")).to_be_visible(timeout=WAIT_MS)
     await patient.locator("#tab-documents").click()
     await patient.locator("#doc-list li[data-doc] button").first.click()
     await expect(patient.locator("#doc-viewer")).to_be_visible(timeout=WAIT_MS)
+    await doctor.check("#present-box")
+    await doctor.select_option("#preset-select", "bone")
+    await expect(patient.locator("#preset-select")).to_have_value("bone", timeout=WAIT_MS)
     await doctor.locator("[data-tool=length]").click()
+    canvas = doctor.locator("#doc-canvas")
     box = await canvas.bounding_box()
     assert box is not None
     x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5
@@ -101,7 +100,8 @@ async def test_consult_flow(live: Any, new_page: Any, shot: Any, requests_seen: 
     await doctor.mouse.up()
     mark = patient.locator("#mark-list li[data-tool=length]")
     await expect(mark).to_have_count(1, timeout=WAIT_MS)
-    await expect(mark.locator(".measurement")).to_contain_text("px", timeout=WAIT_MS)
+    await expect(mark.locator(".measurement")).to_contain_text("mm", timeout=WAIT_MS)
+    await expect(mark).to_have_attribute("data-author", "dr-wang")
     await shot(doctor, "05-doctor-mdt")
     await shot(patient, "06-patient-mdt")
 
