@@ -105,7 +105,7 @@ async def test_host_actions_reach_the_browser(
 async def test_reconnect_restores_media_chat_and_documents(
     live: Any, new_page: Any, shot: Any, requests_seen: Any
 ) -> None:
-    """The server drops one browser's connection: it rejoins with video, chat and the document."""
+    """The server drops one browser's connection: it rejoins with video and chat; then sharing."""
     room = "r-reco"
     a = await new_page()
     b = await new_page()
@@ -136,6 +136,11 @@ async def test_reconnect_restores_media_chat_and_documents(
     await expect(a.locator(".chat-msg", has_text="after the drop")).to_have_count(
         1, timeout=WAIT_MS
     )
+    # screen sharing and the active speaker highlight (the fake microphones beep)
+    await b.click("#btn-share")
+    await wait_video_playing(a, ".tile[data-key='s:dr-b'] video")
+    await expect(a.locator(".tile.speaking")).to_have_count(1, timeout=WAIT_MS)
     await shot(b, "15-after-reconnect")
+    await shot(a, "16-screen-share")
     assert requests_seen.outside() == []
     assert a.js_errors == [] and b.js_errors == []

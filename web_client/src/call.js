@@ -432,7 +432,7 @@ export class CallView {
   }
 
   // -- video tiles ----------------------------------------------------------------------------
-  tile(key, label, stream, { mirror = false, muted = false, identity = null } = {}) {
+  tile(key, label, stream, { mirror = false, muted = false, identity = null, screen = false } = {}) {
     let tile = this.tiles.get(key);
     if (!tile) {
       const video = h("video", { autoplay: true, playsInline: true, muted });
@@ -442,6 +442,7 @@ export class CallView {
       this.tiles.set(key, tile);
     }
     tile.classList.toggle("mirror", mirror);
+    tile.classList.toggle("screen", screen);
     const video = tile.video;
     if (video.srcObject !== stream) video.srcObject = stream || null;
     const hasVideo = stream && stream.getVideoTracks().length > 0;
@@ -468,7 +469,7 @@ export class CallView {
         const sk = "self-screen";
         const prevS = this.tiles.get(sk);
         const sstream = prevS && prevS.video.srcObject && prevS.video.srcObject.getTracks()[0] === m.screenTrack ? prevS.video.srcObject : new MediaStream([m.screenTrack]);
-        wanted.push(this.tile(sk, [me.name, " · ", tx("share_screen")], sstream, { muted: true, identity: me.identity }));
+        wanted.push(this.tile(sk, [me.name, " · ", tx("screen_label")], sstream, { muted: true, identity: me.identity, screen: true }));
       }
     }
     for (const p of this.participants.values()) {
@@ -477,7 +478,7 @@ export class CallView {
       const label = [p.name, " ", roleBadge(p.role)];
       if (p.muted && p.muted.audio) label.push(" · ", tx("muted_label"));
       wanted.push(this.tile(`p:${p.identity}`, label, entry ? entry.main : null, { identity: p.identity }));
-      if (entry && entry.screen) wanted.push(this.tile(`s:${p.identity}`, [p.name, " · ", tx("share_screen")], entry.screen, { identity: p.identity }));
+      if (entry && entry.screen) wanted.push(this.tile(`s:${p.identity}`, [p.name, " · ", tx("screen_label")], entry.screen, { identity: p.identity, screen: true }));
     }
     for (const [key, tile] of this.tiles) {
       if (!wanted.includes(tile)) {
@@ -496,7 +497,7 @@ export class CallView {
   setSpeaker(identity) {
     this.speaker = identity;
     for (const tile of this.tiles.values()) {
-      tile.classList.toggle("speaking", Boolean(identity) && tile.dataset.identity === identity && !tile.dataset.key.startsWith("s"));
+      tile.classList.toggle("speaking", Boolean(identity) && tile.dataset.identity === identity && !tile.classList.contains("screen"));
     }
   }
 }
