@@ -19,7 +19,10 @@ export class DeviceCheck {
     this.root = root;
     this.session = session;
     this.stream = null;
-    this.skip = { camera: false, microphone: false };
+    // observers (no publish grant) never send media: no camera or microphone needed
+    const grants = (session.claims && session.claims.grants) || {};
+    const listenOnly = grants.publish === false;
+    this.skip = { camera: listenOnly, microphone: listenOnly };
     this.result = { camera: "checking", microphone: "checking", speaker: "idle", connection: "checking" };
     this.audioCtx = null;
     this.meterRaf = 0;
