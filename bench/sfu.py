@@ -187,7 +187,11 @@ def run_server(port: int, mode: str, data_dir: str) -> None:
             "secret_key": SECRET,
             "log_level": "warning",
             "limits": {"rate_per_s": 1000, "rate_burst": 1000},
-            "media": {"stats_interval_s": 0, "auto_layer": False},
+            "media": {
+                "stats_interval_s": 0,
+                "auto_layer": False,
+                "publisher_remb": os.environ.get("SFU_BENCH_REMB", "1") == "1",
+            },
         },
         environ={},
     )
@@ -290,6 +294,7 @@ async def run_participants(
         results[identity] = {
             "sent": {src: t.sent_times for src, t in tracks.items()},
             "keyframes_sent": {src: t.keyframes_sent for src, t in tracks.items()},
+            "sub_connected_at": client.sub_connected_at,
             "received": {
                 f"{p}|{s}": {
                     "times": r.frame_times,
@@ -302,7 +307,13 @@ async def run_participants(
         await client.close()
         await sio.disconnect()
 
-    await asyncio.gather(*(one(e) for e in spec))
+    async def guarded(entry: dict[str, Any]) -> None:
+        try:
+            await one(entry)
+        except Exception as exc:  # report, keep the other participants' results
+            results.setdefault("_errors", []).append(f"{entry['identity']}: {exc!r}")
+
+    await asyncio.gather(*(guarded(e) for e in spec))
     results["_cpu_s"] = proc_cpu_s(os.getpid())
     print(json.dumps(results))
 
@@ -386,11 +397,14 @@ def phase(
             time.sleep(max(0.0, w1 - time.monotonic()))
             (u1, k1), s1 = proc_times(server.pid), get_json(f"{base}/bench/stats")
             results: dict[str, Any] = {}
+            errors: list[str] = []
             client_cpu_s = 0.0
             for w in workers:
                 out, _ = w.communicate(timeout=60)
-                got = json.loads(out.strip().splitlines()[-1])
-                client_cpu_s += got.pop("_cpu_s")
+                lines = out.strip().splitlines()
+                got = json.loads(lines[-1]) if lines else {"_errors": ["client process died"]}
+                client_cpu_s += got.pop("_cpu_s", 0.0)
+                errors.extend(got.pop("_errors", []))
                 results.update(got)
         finally:
             server.terminate()
@@ -408,6 +422,7 @@ def phase(
     user_pct = (u1 - u0) / window * 100
     delivered = {"video": [0, 0], "audio": [0, 0]}
     first_frame_ms: list[float] = []
+    first_frame_connected_ms: list[float] = []
     streams = 0
     publishers = [p["identity"] for p in participants if p["publish"]]
     for p in participants:
@@ -419,7 +434,11 @@ def phase(
                 continue
             for source, kind in (("camera", "video"), ("microphone", "audio")):
                 streams += 1
-                sent = [t for t in results[pub]["sent"][source] if w0 <= t <= w1 - 0.2]
+                sent = [
+                    t
+                    for t in results.get(pub, {}).get("sent", {}).get(source, [])
+                    if w0 <= t <= w1 - 0.2
+                ]
                 got = me.get("received", {}).get(f"{pub}|{source}")
                 recv = [t for t in got["times"] if w0 + 0.05 <= t <= w1] if got else []
                 start = max(w0, p["join_at"] + 1.0)
@@ -429,11 +448,15 @@ def phase(
                 delivered[kind][1] += sent_n
                 if kind == "video" and got and got["first_frame_at"]:
                     first_frame_ms.append((got["first_frame_at"] - got["offered_at"]) * 1000)
+                    ready = max(got["offered_at"], me.get("sub_connected_at") or 0.0)
+                    first_frame_connected_ms.append((got["first_frame_at"] - ready) * 1000)
     pps = (s1["packets_sent"] - s0["packets_sent"]) / window
     up_sent = up_got = 0
     for pub in publishers:
         for source in ("camera", "microphone"):
-            up_sent += sum(1 for t in results[pub]["sent"][source] if w0 <= t <= w1)
+            up_sent += sum(
+                1 for t in results.get(pub, {}).get("sent", {}).get(source, []) if w0 <= t <= w1
+            )
             before = s0["publications"].get(f"{pub}|{source}", [0, 0, 0, 0])[1]
             up_got += s1["publications"].get(f"{pub}|{source}", [0, 0, 0, 0])[1] - before
     total_d = sum(v[0] for v in delivered.values())
@@ -454,6 +477,7 @@ def phase(
         "added_latency_ms_p50": s1["latency_ms_p50"],
         "first_frame_ms_p95": pct(first_frame_ms, 95),
         "first_frame_ms_max": pct(first_frame_ms, 100),
+        "first_frame_after_connect_ms_p95": pct(first_frame_connected_ms, 95),
         "delivery_ratio": round(total_d / total_s, 4) if total_s else None,
         "upstream_delivery_ratio": round(up_got / up_sent, 4)
         if up_sent and mode == "sfu"
@@ -465,6 +489,7 @@ def phase(
         "sfu_frames_forwarded": s1["forwarding"]["forwarded"] - s0["forwarding"]["forwarded"],
         "sfu_frames_dropped": s1["forwarding"]["dropped"] - s0["forwarding"]["dropped"],
         "window_s": round(window, 1),
+        "client_errors": errors[:5],
     }
 
 
@@ -499,15 +524,15 @@ def main() -> None:
 
     quick = args.quick
     subs = args.subscribers or (4 if quick else 6)
-    fan_s, room_s = (10.0, 14.0) if quick else (20.0, 30.0)
+    fan_s, room_s = (9.0, 14.0) if quick else (20.0, 30.0)
     with tempfile.TemporaryDirectory() as tmp:
         media = Path(tmp) / "clip.pkl"
         prepare_media(media, 640, 480, 30, 3.0)
 
-        def fanout() -> list[dict[str, Any]]:
+        def fanout(n: int) -> list[dict[str, Any]]:
             people = [{"identity": "pub", "publish": True, "subscribe": False}]
-            for i in range(subs):
-                late = i == subs - 1
+            for i in range(n):
+                late = n > 1 and i == n - 1
                 people.append(
                     {
                         "identity": f"sub{i}",
@@ -518,41 +543,66 @@ def main() -> None:
                 )
             return people
 
-        sfu = phase("fanout", "sfu", fanout(), 2, media, fan_s, 4.5)
-        print(json.dumps(sfu), flush=True)
-        relay = phase("fanout", "relay", fanout(), 2, media, fan_s, 4.5)
-        print(json.dumps(relay), flush=True)
+        def run(
+            name: str, mode: str, people: list[dict[str, Any]], procs: int, dur: float, warm: float
+        ) -> dict[str, Any]:
+            result = phase(name, mode, people, procs, media, dur, warm)
+            print(json.dumps(result), flush=True)
+            return result
+
+        one_sfu = run("fanout1", "sfu", fanout(1), 2, fan_s, 4.0)
+        sfu = run("fanout", "sfu", fanout(subs), 2, fan_s, 4.0)
+        one_relay = run("fanout1", "relay", fanout(1), 2, fan_s, 4.0)
+        relay = run("fanout", "relay", fanout(subs), 2, fan_s, 4.0)
         room = [
             {"identity": f"p{i}", "publish": True, "subscribe": True, "delay": 0.2 * i}
             for i in range(args.room_size)
         ]
-        big = phase("room", "sfu", room, 4, media, room_s, 5.0)
-        print(json.dumps(big), flush=True)
+        big = run("room", "sfu", room, 4, room_s, 5.0)
 
+    def marginal(one: dict[str, Any], many: dict[str, Any]) -> float:
+        extra = many["forwarded_streams"] - one["forwarded_streams"]
+        return round((many["server_cpu_pct"] - one["server_cpu_pct"]) / max(extra, 1), 3)
+
+    m_sfu, m_relay = marginal(one_sfu, sfu), marginal(one_relay, relay)
     summary = {
         "quick": quick,
         "cores": os.cpu_count(),
+        "video": "VP8 640x480 30 fps ~600 kbps + Opus 20 ms, pre-encoded",
         "publishers": big["publishers"],
         "subscribers": big["subscribers"],
         "forwarded_streams": big["forwarded_streams"],
         "server_cpu_pct": big["server_cpu_pct"],
+        "fanout_subscribers": subs,
         "cpu_per_stream_pct": sfu["cpu_per_stream_pct"],
         "baseline_cpu_per_stream_pct": relay["cpu_per_stream_pct"],
         "cpu_ratio_vs_baseline": round(
             relay["cpu_per_stream_pct"] / max(sfu["cpu_per_stream_pct"], 1e-6), 1
         ),
+        "marginal_cpu_per_stream_pct": m_sfu,
+        "baseline_marginal_cpu_per_stream_pct": m_relay,
+        "marginal_cpu_ratio_vs_baseline": round(m_relay / max(m_sfu, 1e-6), 1),
         "forwarded_pps_per_core": big["forwarded_pps_per_core"],
         "added_latency_ms_p95": big["added_latency_ms_p95"],
-        "first_frame_ms_p95": max(
-            x for x in (sfu["first_frame_ms_p95"], big["first_frame_ms_p95"]) if x is not None
-        ),
+        "fanout_added_latency_ms_p95": sfu["added_latency_ms_p95"],
+        "first_frame_ms_p95": big["first_frame_ms_p95"],
+        "fanout_first_frame_ms_p95": sfu["first_frame_ms_p95"],
+        "first_frame_after_connect_ms_p95": big["first_frame_after_connect_ms_p95"],
         "delivery_ratio": big["delivery_ratio"],
+        "upstream_delivery_ratio": big["upstream_delivery_ratio"],
+        "fanout_delivery_ratio": sfu["delivery_ratio"],
         "baseline_delivery_ratio": relay["delivery_ratio"],
         "video_encoders_created_in_sfu": sfu["video_encoders_created_in_server"]
         + big["video_encoders_created_in_server"],
         "baseline_video_encoders_created": relay["video_encoders_created_in_server"],
-        "fanout": {"sfu": sfu, "relay": relay},
-        "room": big,
+        "client_processes_cpu_pct_room": big["client_processes_cpu_pct"],
+        "phases": {
+            "fanout1_sfu": one_sfu,
+            "fanout_sfu": sfu,
+            "fanout1_relay": one_relay,
+            "fanout_relay": relay,
+            "room_sfu": big,
+        },
     }
     print(json.dumps(summary))
 

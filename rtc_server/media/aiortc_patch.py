@@ -45,6 +45,7 @@ from .frames import AudioAssembler, FramePacker, VideoAssembler
 
 _JB_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _ENC_ATTR = "_RTCRtpSender__encoder"
+_REMB_ATTR = "_RTCRtpReceiver__remote_bitrate_estimator"
 
 
 class AiortcInternalsChanged(RuntimeError):
@@ -61,6 +62,12 @@ def tap_receiver(receiver: RTCRtpReceiver, assembler: VideoAssembler | AudioAsse
     _require(receiver, _JB_ATTR)
     _require(receiver, "_send_rtcp_pli")
     setattr(receiver, _JB_ATTR, assembler)
+
+
+def disable_remb(receiver: RTCRtpReceiver) -> None:
+    """Stop a receiver from running aiortc's (pure-Python) REMB bandwidth estimator."""
+    _require(receiver, _REMB_ATTR)
+    setattr(receiver, _REMB_ATTR, None)
 
 
 async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:

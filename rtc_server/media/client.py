@@ -238,6 +238,7 @@ class MediaClient:
         self.published_senders: dict[str, RTCRtpSender] = {}
         self.config: dict[str, Any] | None = None
         self._mids: dict[str, str] = {}
+        self.sub_connected_at: float | None = None
         self._inbox: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
         self._pump = asyncio.ensure_future(self._run())
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -337,6 +338,13 @@ class MediaClient:
     async def _on_offer(self, payload: dict[str, Any]) -> None:
         if self.sub_pc is None:
             self.sub_pc = self._new_pc()
+            pc = self.sub_pc
+
+            @pc.on("connectionstatechange")
+            def _connected() -> None:
+                if pc.connectionState == "connected" and self.sub_connected_at is None:
+                    self.sub_connected_at = time.monotonic()
+
         pc = self.sub_pc
         now = time.monotonic()
         await pc.setRemoteDescription(RTCSessionDescription(sdp=payload["sdp"], type="offer"))

@@ -22,7 +22,7 @@ from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from .aiortc_patch import install_packer, send_pli, tap_receiver
+from .aiortc_patch import disable_remb, install_packer, send_pli, tap_receiver
 from .frames import AudioAssembler, EncodedFrame, FramePacker, VideoAssembler, make_assembler
 
 if TYPE_CHECKING:
@@ -74,6 +74,8 @@ class Publication:
         if self.receiver is None:
             raise RuntimeError("publication has no receiver")
         tap_receiver(self.receiver, self.assembler)
+        if not self._settings.publisher_remb:
+            disable_remb(self.receiver)
 
     @property
     def forwarding(self) -> bool:

@@ -185,7 +185,10 @@ class RoomMedia:
             return
         await self.broadcast("rtc:track_published", self._published(pub), skip=pub.publisher)
         for session in list(self.sessions.values()):
-            self._maybe_subscribe(session, pub)
+            try:
+                self._maybe_subscribe(session, pub)
+            except Exception:  # one broken session must not fail the publisher's request
+                logger.exception("media: subscribing %s to %s failed", session.identity, pub.id)
 
     async def unpublish(self, publisher: str, source: str, reason: str) -> None:
         pub = self.publications.pop((publisher, source), None)

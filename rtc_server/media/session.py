@@ -209,6 +209,12 @@ class PeerSession:
         if self.sub_pc is None:
             self.sub_pc = self.room.ice.new_peer_connection()
             self._watch(self.sub_pc, "subscriber")
+        if self.sub_pc.connectionState in ("failed", "closed"):
+            # the connection died and the session is being reset; the fresh session
+            # subscribes again
+            sub.close()
+            self.room.spawn(self.room.reset_session(self.identity, "network"))
+            return
         transceiver = self.sub_pc.addTransceiver(sub.track, direction="sendonly")
         transceiver.setCodecPreferences(_codec_capabilities(sub.codec, sub.kind))
         sub.bind(transceiver)

@@ -42,6 +42,9 @@ class MediaSettings(BaseModel):
     audio_queue_frames: int = Field(default=10, ge=2, le=200)
     pli_min_interval_s: float = Field(default=0.3, ge=0.05, le=10)
     subscriber_pli_min_interval_s: float = Field(default=1.0, ge=0.05, le=10)
+    # REMB feedback to publishers (their bandwidth estimate: aiortc negotiates no transport-cc).
+    # aiortc's estimator is pure Python and costs ~2-3 % of a core per video publisher.
+    publisher_remb: bool = True
     # Automatic camera layer choice from subscriber loss (explicit rtc:layer wins).
     auto_layer: bool = True
     auto_layer_loss_down: float = Field(default=0.10, ge=0, le=1)
