@@ -40,9 +40,7 @@ async def index(_request: web.Request) -> web.StreamResponse:
         return web.FileResponse(
             MISSING_BUNDLE_PAGE, status=503, headers={"Content-Type": "text/html; charset=utf-8"}
         )
-    return web.FileResponse(
-        STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"}
-    )
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 def _features(app: web.Application) -> dict[str, bool]:
@@ -58,9 +56,26 @@ def _features(app: web.Application) -> dict[str, bool]:
     }
 
 
+def _exercises() -> list[dict[str, Any]]:
+    """The rehab exercises the server can count (names and titles in both languages)."""
+    try:
+        from rehab_vision.specs import exercise_names, get_spec
+    except ImportError:  # rehab extras not installed
+        return []
+    out = []
+    for name in exercise_names():
+        title = get_spec(name).title
+        out.append({"name": name, "title": {"en": title.en, "zh-CN": title.zh_cn}})
+    return out
+
+
 async def client_config(request: web.Request) -> web.Response:
-    """What the app needs to know before joining: available features."""
-    return web.json_response({"features": _features(request.app)})
+    """What the app needs to know before joining: available features (and rehab exercises)."""
+    features = _features(request.app)
+    body: dict[str, Any] = {"features": features}
+    if features["rehab"]:
+        body["exercises"] = _exercises()
+    return web.json_response(body)
 
 
 def education_dir(app: web.Application) -> Path:
@@ -93,8 +108,13 @@ def _education_items(folder: Path) -> list[dict[str, Any]]:
             if first:
                 title = first[0].lstrip("# ").strip()[:120] or title
         items.append(
-            {"name": path.name, "title": title, "kind": kind, "lang": lang,
-             "url": f"/education/{path.name}"}
+            {
+                "name": path.name,
+                "title": title,
+                "kind": kind,
+                "lang": lang,
+                "url": f"/education/{path.name}",
+            }
         )
         if len(items) >= MAX_EDUCATION_ITEMS:
             break

@@ -5,6 +5,7 @@ import { button, clear, h, relabel, setI18n, tx } from "./dom.js";
 import { hasKey, lang, onLangChange, setLang } from "./i18n.js";
 import { Media } from "./media.js";
 import { DocumentsPanel } from "./mdt.js";
+import { RehabPanel } from "./rehab.js";
 import { Session } from "./session.js";
 import { applyElderly, isElderly, onElderlyChange, prompt, setElderly } from "./voice.js";
 import { WaitingRoom } from "./waiting.js";
@@ -71,13 +72,6 @@ function ended(titleKey, detail) {
   message(`screen-${titleKey.replace("_title", "")}`, titleKey, titleKey === "replaced_title" ? "replaced_body" : null, [reason, rejoin]);
 }
 
-function rehabPanel() {
-  // rehab:start / rehab:update exist only once the rehab server side is wired into the app
-  const el = h("div", { class: "rehab", id: "rehab" });
-  el.append(h("p", { class: "unavailable", id: "rehab-unavailable" }, tx("rehab_unavailable")));
-  return el;
-}
-
 async function leave() {
   if (app.media) app.media.close();
   await app.session.leave();
@@ -88,10 +82,12 @@ function showCall(state) {
   if (app.waiting) app.waiting.hide();
   app.session.joined = state;
   const docs = new DocumentsPanel(app.session, app.features);
+  const rehab = new RehabPanel(app.session, app.media, app.features, app.exercises, () => (app.call ? [...app.call.participants.values()] : []));
+  app.rehab = rehab;
   app.docs = docs;
   const panels = [
     { id: "documents", labelKey: "documents", element: docs.element },
-    { id: "rehab", labelKey: "rehab", element: rehabPanel() },
+    { id: "rehab", labelKey: "rehab", element: rehab.element },
   ];
   app.call = new CallView(screenRoot(), app.session, app.media, app.features, panels);
   app.call.onLeave = leave;
@@ -118,7 +114,9 @@ async function start() {
   }
   try {
     const res = await fetch("/api/client-config");
-    app.features = (await res.json()).features;
+    const config = await res.json();
+    app.features = config.features;
+    app.exercises = config.exercises || [];
   } catch {
     /* keep everything marked unavailable */
   }

@@ -1,0 +1,225 @@
+// Rehab mode, on the server's `rehab:*` events (rehab_vision/service.py): a clinician starts and
+// stops a session on a patient's camera; the server's VisionAgent counts reps and scores form and
+// sends `rehab:update` to the room. The patient sees their own video large with a big rep counter,
+// the target, and each cue in large text, spoken with the browser's speech synthesis. The
+// clinician sees live reps, angle, phase and score, and the report at the end.
+// Shown only when the server has the rehab events (features.rehab); otherwise "not available".
+import { button, clear, h, setI18n, tx } from "./dom.js";
+import { lang, t } from "./i18n.js";
+import { say } from "./voice.js";
+
+export class RehabPanel {
+  constructor(session, media, features, exercises, participants) {
+    this.participantsNow = participants; // () => [ParticipantInfo] (the call view's live list)
+    this.session = session;
+    this.media = media;
+    this.features = features;
+    this.exercises = exercises || [];
+    this.element = h("div", { class: "rehab", id: "rehab" });
+    this.running = null; // rehab:started info
+    this.last = null; // last rehab:update
+    this.report = null;
+    this.overlay = null;
+    if (!features.rehab) {
+      this.element.append(h("p", { class: "unavailable", id: "rehab-unavailable" }, tx("rehab_unavailable")));
+      return;
+    }
+    session.on("rehab:started", (info) => this.onStarted(info));
+    session.on("rehab:update", (u) => this.onUpdate(u));
+    session.on("rehab:report", (r) => this.onReport(r));
+    for (const type of ["participant:joined", "participant:left", "joined"]) {
+      session.on(type, () => setTimeout(() => !this.running && this.render(), 0));
+    }
+    this.render();
+  }
+
+  get me() {
+    return this.session.joined ? this.session.joined.self : null;
+  }
+
+  get canStart() {
+    const me = this.me;
+    return Boolean(me && (me.role === "host" || me.role === "clinician"));
+  }
+
+  exerciseTitle(name) {
+    const spec = this.exercises.find((e) => e.name === name);
+    if (!spec) return name;
+    return (spec.title && (spec.title[lang()] || spec.title.en)) || name;
+  }
+
+  people() {
+    if (this.participantsNow) return this.participantsNow();
+    return this.session.joined ? this.session.joined.room.participants : [];
+  }
+
+  patients() {
+    return this.people().filter((p) => p.role === "patient");
+  }
+
+  // -- clinician tab --------------------------------------------------------------------------
+  render() {
+    const el = clear(this.element);
+    this.status = h("div", { class: "rehab-status", id: "rehab-status", role: "status", "aria-live": "polite" });
+    if (this.canStart) {
+      const exercise = h("select", { name: "exercise", id: "rehab-exercise" });
+      const chosen = this.choice || {};
+      for (const e of this.exercises) exercise.append(h("option", { value: e.name, selected: e.name === chosen.exercise }, this.exerciseTitle(e.name)));
+      const patient = h("select", { name: "patient", id: "rehab-patient" });
+      for (const p of this.patients()) patient.append(h("option", { value: p.identity, selected: p.identity === chosen.patient }, p.name));
+      const form = h(
+        "form",
+        {
+          id: "rehab-form",
+          class: "rehab-form",
+          onsubmit: async (e) => {
+            e.preventDefault();
+            const payload = {
+              exercise: exercise.value,
+              target_reps: Number(form.elements.target.value) || 10,
+              sets: Number(form.elements.sets.value) || 1,
+              lang: lang(),
+            };
+            if (patient.value) payload.patient_identity = patient.value;
+            this.choice = { exercise: payload.exercise, patient: patient.value, target: payload.target_reps, sets: payload.sets };
+            try {
+              await this.session.call("rehab:start", payload);
+            } catch (err) {
+              setI18n(this.status, ["error_prefix", { message: err.message || err.code }]);
+            }
+          },
+        },
+        h("label", { class: "field" }, h("span", { class: "label" }, tx("rehab_exercise")), exercise),
+        h("label", { class: "field" }, h("span", { class: "label" }, tx("rehab_patient")), patient),
+        h(
+          "div",
+          { class: "two" },
+          h("label", { class: "field" }, h("span", { class: "label" }, tx("rehab_target")), h("input", { name: "target", type: "number", min: "1", max: "100", value: String(chosen.target || 10) })),
+          h("label", { class: "field" }, h("span", { class: "label" }, tx("rehab_sets")), h("input", { name: "sets", type: "number", min: "1", max: "20", value: String(chosen.sets || 1) })),
+        ),
+        h("button", { type: "submit", class: "primary", id: "rehab-start", disabled: Boolean(this.running) }, tx("rehab_start")),
+      );
+      el.append(form);
+    }
+    el.append(this.status);
+    if (this.running) el.append(button("rehab_stop", () => this.stop(), { class: "danger", id: "rehab-stop" }));
+    this.renderStatus();
+  }
+
+  renderStatus() {
+    if (!this.status) return;
+    const box = clear(this.status);
+    const run = this.running;
+    const u = this.last;
+    if (run) {
+      box.append(
+        h("p", {}, h("strong", {}, this.exerciseTitle(run.exercise)), " · ", this.nameOf(run.patient)),
+        h(
+          "dl",
+          { class: "rehab-live-stats" },
+          h("dt", {}, tx("rehab_reps")),
+          h("dd", { id: "rehab-reps" }, `${u ? u.rep : 0} / ${run.target_reps}`),
+          h("dt", {}, tx("rehab_angle")),
+          h("dd", { id: "rehab-angle" }, u && u.angle != null ? `${u.angle.toFixed(0)}°` : "–"),
+          h("dt", {}, tx("rehab_phase")),
+          h("dd", {}, u ? u.phase : "–"),
+          h("dt", {}, tx("rehab_score")),
+          h("dd", { id: "rehab-score" }, u && u.score != null ? u.score.toFixed(0) : "–"),
+          h("dt", {}, tx("rehab_tracking")),
+          h("dd", {}, tx(u && !u.tracked ? "rehab_not_tracked" : "rehab_tracked")),
+        ),
+      );
+    } else if (this.report) {
+      const r = this.report;
+      box.append(
+        h("h3", {}, tx("rehab_report")),
+        h("p", { id: "rehab-report" }, tx("rehab_report_line", { exercise: this.exerciseTitle(r.exercise), reps: r.reps, target: r.target_reps, score: r.score == null ? "–" : r.score })),
+      );
+    } else {
+      box.append(h("p", { class: "hint" }, tx("rehab_idle")));
+    }
+  }
+
+  nameOf(identity) {
+    const p = this.people().find((x) => x.identity === identity);
+    return p ? p.name : identity;
+  }
+
+  async stop() {
+    if (!this.running) return;
+    try {
+      await this.session.call("rehab:stop", { session_id: this.running.session_id });
+    } catch (err) {
+      setI18n(this.status, ["error_prefix", { message: err.message || err.code }]);
+    }
+  }
+
+  // -- events ---------------------------------------------------------------------------------
+  onStarted(info) {
+    this.running = info;
+    this.last = null;
+    this.report = null;
+    this.render();
+    if (this.me && info.patient === this.me.identity) this.showOverlay();
+  }
+
+  onUpdate(u) {
+    if (!this.running || u.session_id !== this.running.session_id) return;
+    const before = this.last ? this.last.rep : 0;
+    this.last = u;
+    this.renderStatus();
+    if (this.overlay) {
+      this.updateOverlay();
+      if (u.cue) say(u.cue[lang()] || u.cue.en);
+      else if (u.rep > before) say(String(u.rep), { interrupt: false });
+    }
+  }
+
+  onReport(r) {
+    if (!this.running || r.session_id !== this.running.session_id) return;
+    this.report = r;
+    this.running = null;
+    this.render();
+    if (this.overlay) {
+      this.updateOverlay(true);
+      say(t("rehab_done_voice", { reps: r.reps }));
+    }
+  }
+
+  // -- patient overlay ------------------------------------------------------------------------
+  showOverlay() {
+    if (this.overlay) this.overlay.remove();
+    const video = h("video", { autoplay: true, muted: true, playsInline: true, class: "rehab-self" });
+    video.muted = true;
+    const cam = this.media.localTrack("camera");
+    if (cam) video.srcObject = new MediaStream([cam]);
+    this.counter = h("div", { class: "rehab-counter", id: "rehab-counter", "aria-live": "polite" });
+    this.cue = h("p", { class: "rehab-cue", id: "rehab-cue", "aria-live": "assertive" });
+    this.overlay = h(
+      "section",
+      { class: "rehab-overlay", id: "rehab-live", "aria-label": t("rehab") },
+      h("div", { class: "rehab-video" }, video),
+      h("div", { class: "rehab-side" }, h("h2", {}, this.exerciseTitle(this.running.exercise)), this.counter, this.cue, button("rehab_back", () => (this.report ? this.closeOverlay() : this.overlay.classList.toggle("minimised")), { id: "rehab-toggle" })),
+    );
+    document.body.append(this.overlay);
+    this.updateOverlay();
+    say(t("rehab_start_voice", { exercise: this.exerciseTitle(this.running.exercise), target: this.running.target_reps }));
+  }
+
+  closeOverlay() {
+    if (this.overlay) this.overlay.remove();
+    this.overlay = null;
+  }
+
+  updateOverlay(done = false) {
+    const u = this.last;
+    const target = done ? this.report.target_reps : this.running.target_reps;
+    const reps = done ? this.report.reps : u ? u.rep : 0;
+    clear(this.counter).append(h("span", { class: "reps", id: "rehab-count" }, String(reps)), h("span", { class: "target" }, ` / ${target}`));
+    if (done) setI18n(this.cue, ["rehab_done", { reps }]);
+    else if (u && u.cue) {
+      this.cue.textContent = u.cue[lang()] || u.cue.en;
+      delete this.cue.dataset.i18n;
+    } else if (u && !u.tracked) setI18n(this.cue, "rehab_step_into_view");
+  }
+}
