@@ -104,6 +104,11 @@ async def test_consult_flow(live: Any, new_page: Any, shot: Any, requests_seen: 
     await expect(mark).to_have_attribute("data-author", "dr-wang")
     await shot(doctor, "05-doctor-mdt")
     await shot(patient, "06-patient-mdt")
+    async with doctor.expect_download(timeout=WAIT_MS) as download:
+        await doctor.click("#export-png")
+    assert (await download.value).suggested_filename.endswith(".png")
+    await doctor.click("#undo-mark")
+    await expect(mark).to_have_count(0, timeout=WAIT_MS)
 
     # the host ends the consult: the patient's page says so
     await doctor.click("#btn-end")
