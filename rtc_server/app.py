@@ -10,6 +10,7 @@ from aiohttp import web
 
 import web_client
 from annotation import setup as annotation_setup
+from rehab_vision import setup as rehab_setup
 from rtc_server import http_api, security
 from rtc_server.config import Settings, prepare_data_dir, signing_secret
 from rtc_server.keys import (
@@ -22,11 +23,14 @@ from rtc_server.keys import (
     SIGNALING,
     SIO,
 )
+from rtc_server.media.service import MEDIA
 from rtc_server.media.service import setup as media_setup
 from rtc_server.metrics import Metrics
 from rtc_server.records.audit import KEY_FILE, AuditLog, load_or_create_key
+from rtc_server.records.recording import setup as recording_setup
 from rtc_server.records.store import RecordStore
 from rtc_server.rooms import RoomRegistry
+from rtc_server.routing import ROUTER, make_router
 from signaling.chat import Chat
 from signaling.host_controls import HostControls
 from signaling.lobby import Lobby
@@ -41,7 +45,7 @@ def create_app(settings: Settings) -> web.Application:
     limits = settings.limits
     app = web.Application(client_max_size=1024 * 1024)
     metrics = Metrics()
-    store = RecordStore(settings.db_url)
+    store = RecordStore(settings.db_url, node=settings.node_id)
     registry = RoomRegistry(
         store, settings.lobby_policy, limits.max_rooms, limits.chat_history_on_join
     )
@@ -50,7 +54,10 @@ def create_app(settings: Settings) -> web.Application:
         store,
         load_or_create_key(settings.audit_key_file or settings.data_dir / KEY_FILE),
         settings.audit_head_interval_s,
+        log_id=settings.node_id,
     )
+    # scale-out: where rooms live (one node by default); see rtc_server/routing.py
+    router = make_router(settings, registry.totals, lambda: list(registry.rooms))
 
     # the engine-level bound closes a connection outright; below it, oversize events get a
     # typed error from the namespace instead
@@ -61,6 +68,12 @@ def create_app(settings: Settings) -> web.Application:
         max_http_buffer_size=max(1024 * 1024, 4 * limits.max_message_bytes),
         logger=False,
         engineio_logger=False,
+        # several nodes: Socket.IO emits to rooms reach connections on every node
+        **(
+            {"client_manager": socketio.AsyncRedisManager(settings.redis_url)}
+            if settings.redis_url
+            else {}
+        ),
     )
     ns = ConsultNamespace(
         secret=signing_secret(settings),
@@ -73,7 +86,9 @@ def create_app(settings: Settings) -> web.Application:
         max_participants=limits.max_participants_per_room,
         max_connections_per_ip=limits.max_connections_per_ip,
         audit=audit,
+        router=router,
     )
+    ns.listen("room_closed", router.release)
     Lobby(ns)
     HostControls(ns)
     Chat(ns, limits.chat_max_chars)
@@ -89,15 +104,19 @@ def create_app(settings: Settings) -> web.Application:
     app[ROOMS] = registry
     app[SIO] = sio
     app[SIGNALING] = ns
+    app[ROUTER] = router
 
     security.setup(app, settings)
     http_api.setup(app)
     web_client.setup(app)
     # feature packages register here: each setup(app) adds routes, handlers and listeners
     media_setup(app)
+    recording_setup(app, app[MEDIA])
     annotation_setup(app)
+    rehab_setup(app)
 
     app.cleanup_ctx.append(_records_ctx)
+    app.cleanup_ctx.append(_router_ctx)
     app.on_shutdown.append(_shutdown_signaling)
     return app
 
@@ -109,6 +128,13 @@ async def _records_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[AUDIT].close()
     await store.close()
+
+
+async def _router_ctx(app: web.Application) -> AsyncIterator[None]:
+    router = app[ROUTER]
+    await router.start()
+    yield
+    await router.close()
 
 
 async def _shutdown_signaling(app: web.Application) -> None:
