@@ -50,6 +50,19 @@ async def test_refusals_languages_and_elderly_mode(
     await phone.keyboard.press("Enter")
     await expect(phone.locator("#card-result")).to_have_class("form-result ok", timeout=WAIT_MS)
 
+    # admitted by a doctor: the call view on the phone, still in Chinese and elderly mode
+    host = Client(live.url, live.tokens("r-elder", "dr-qian", "host", "钱医生"))
+    await host.connect()
+    try:
+        await host.call("join", {})
+        assert (await host.call("lobby:admit", {"identity": "pat-2"}))["ok"]
+        await expect(phone.locator("#screen-call")).to_be_visible(timeout=WAIT_MS)
+        await expect(phone.locator("#btn-mute")).to_have_text("静音")
+        await expect(phone.locator(".participant[data-identity=dr-qian]")).to_contain_text("主持人")
+        await shot(phone, "17-call-zh-elderly-phone")
+    finally:
+        await host.close()
+
     assert requests_seen.outside() == []
     assert page.js_errors == [] and phone.js_errors == []
 

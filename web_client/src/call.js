@@ -96,6 +96,7 @@ export class CallView {
     this.media.on("remote", () => this.syncTiles());
     this.media.on("remote-gone", () => this.syncTiles());
     this.media.on("speaker", (msg) => this.setSpeaker(msg.identity));
+    this.media.on("remote-muted", () => this.syncTiles());
     this.media.on("quality", (q) => this.renderQuality(q.quality));
     this.media.on("local-muted", () => {
       this.renderControls();
@@ -432,11 +433,13 @@ export class CallView {
   }
 
   // -- video tiles ----------------------------------------------------------------------------
-  tile(key, label, stream, { mirror = false, muted = false, identity = null, screen = false } = {}) {
+  tile(key, label, stream, { mirror = false, muted = false, identity = null, screen = false, off = false } = {}) {
     let tile = this.tiles.get(key);
     if (!tile) {
       const video = h("video", { autoplay: true, playsInline: true, muted });
       video.muted = muted;
+      const speaker = savedSpeaker();
+      if (!muted && speaker && video.setSinkId) video.setSinkId(speaker).catch(() => null);
       tile = h("figure", { class: "tile", "data-key": key, "data-identity": identity || "" }, video, h("figcaption", {}));
       tile.video = video;
       this.tiles.set(key, tile);
@@ -446,7 +449,7 @@ export class CallView {
     const video = tile.video;
     if (video.srcObject !== stream) video.srcObject = stream || null;
     const hasVideo = stream && stream.getVideoTracks().length > 0;
-    tile.classList.toggle("no-video", !hasVideo);
+    tile.classList.toggle("no-video", !hasVideo || off);
     const caption = clear(tile.lastChild);
     caption.append(...label);
     return tile;
@@ -464,7 +467,7 @@ export class CallView {
       const stream = prev && prev.video.srcObject && sameTracks(prev.video.srcObject, local) ? prev.video.srcObject : local;
       const label = [me.name, " (", tx("you"), ")"];
       if (m.muted.microphone) label.push(" · ", tx("muted_label"));
-      wanted.push(this.tile(key, label, stream, { mirror: true, muted: true, identity: me.identity }));
+      wanted.push(this.tile(key, label, stream, { mirror: true, muted: true, identity: me.identity, off: m.muted.camera }));
       if (m.screenTrack) {
         const sk = "self-screen";
         const prevS = this.tiles.get(sk);
@@ -477,7 +480,8 @@ export class CallView {
       const entry = m.remote.get(p.identity);
       const label = [p.name, " ", roleBadge(p.role)];
       if (p.muted && p.muted.audio) label.push(" · ", tx("muted_label"));
-      wanted.push(this.tile(`p:${p.identity}`, label, entry ? entry.main : null, { identity: p.identity }));
+      const camOff = Boolean(p.muted && p.muted.video);
+      wanted.push(this.tile(`p:${p.identity}`, label, entry ? entry.main : null, { identity: p.identity, off: camOff }));
       if (entry && entry.screen) wanted.push(this.tile(`s:${p.identity}`, [p.name, " · ", tx("screen_label")], entry.screen, { identity: p.identity, screen: true }));
     }
     for (const [key, tile] of this.tiles) {
@@ -499,6 +503,14 @@ export class CallView {
     for (const tile of this.tiles.values()) {
       tile.classList.toggle("speaking", Boolean(identity) && tile.dataset.identity === identity && !tile.classList.contains("screen"));
     }
+  }
+}
+
+function savedSpeaker() {
+  try {
+    return localStorage.getItem("tc.device.speaker");
+  } catch {
+    return null;
   }
 }
 

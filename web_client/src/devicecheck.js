@@ -26,6 +26,14 @@ export class DeviceCheck {
     this.result = { camera: "checking", microphone: "checking", speaker: "idle", connection: "checking" };
     this.audioCtx = null;
     this.meterRaf = 0;
+    this.choice = {};
+    for (const kind of ["camera", "microphone", "speaker"]) {
+      try {
+        this.choice[kind] = localStorage.getItem(`tc.device.${kind}`) || null;
+      } catch {
+        this.choice[kind] = null;
+      }
+    }
   }
 
   /** Show the check; resolve with the stream to use when the user joins. */
@@ -56,6 +64,11 @@ export class DeviceCheck {
     this.video = h("video", { id: "preview", autoplay: true, muted: true, playsInline: true, "aria-hidden": "true" });
     this.meter = h("div", { class: "meter", role: "meter", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": "0", id: "mic-meter" }, h("div", { class: "meter-fill" }));
     this.joinBtn = button("join_now", () => this.finish(), { class: "primary big", id: "join-btn", disabled: true });
+    this.selects = {
+      camera: h("select", { id: "select-camera", hidden: true, i18nAttr: { "aria-label": "check_camera" }, onchange: (e) => this.choose("camera", e.target.value) }),
+      microphone: h("select", { id: "select-microphone", hidden: true, i18nAttr: { "aria-label": "check_microphone" }, onchange: (e) => this.choose("microphone", e.target.value) }),
+      speaker: h("select", { id: "select-speaker", hidden: true, i18nAttr: { "aria-label": "check_speaker" }, onchange: (e) => this.choose("speaker", e.target.value) }),
+    };
     root.append(
       h(
         "main",
@@ -65,11 +78,11 @@ export class DeviceCheck {
         h(
           "div",
           { class: "check-grid" },
-          this.row("camera", "check_camera", h("div", { class: "preview-box" }, this.video)),
+          this.row("camera", "check_camera", h("div", { class: "preview-box" }, this.video, this.selects.camera)),
           this.row(
             "microphone",
             "check_microphone",
-            h("div", {}, this.meter, h("p", { class: "hint" }, tx("mic_speak"))),
+            h("div", {}, this.meter, h("p", { class: "hint" }, tx("mic_speak")), this.selects.microphone),
           ),
           this.row(
             "speaker",
@@ -80,6 +93,7 @@ export class DeviceCheck {
               button("speaker_play", () => this.playTone(), { id: "speaker-play" }),
               button("speaker_heard", () => this.setStatus("speaker", "ok"), { id: "speaker-heard" }),
               h("p", { class: "hint" }, tx("speaker_hint")),
+              this.selects.speaker,
             ),
           ),
           this.row("connection", "check_connection", h("p", { class: "hint", id: "connection-detail" })),
@@ -142,15 +156,21 @@ export class DeviceCheck {
       for (const k of wanted) this.setStatus(k, "failed", ["fix_insecure", {}]);
       return;
     }
+    const pick = (kind) => (this.choice[kind] ? { deviceId: { exact: this.choice[kind] } } : {});
     const constraints = {
-      video: this.skip.camera ? false : { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 24 } },
-      audio: this.skip.microphone ? false : { echoCancellation: true, noiseSuppression: true },
+      video: this.skip.camera ? false : { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 24 }, ...pick("camera") },
+      audio: this.skip.microphone ? false : { echoCancellation: true, noiseSuppression: true, ...pick("microphone") },
     };
     let stream = null;
     if (wanted.length) {
       try {
         stream = await this.getStream(constraints);
-      } catch {
+      } catch (err) {
+        if (err && err.name === "OverconstrainedError" && (this.choice.camera || this.choice.microphone)) {
+          // a remembered device is gone: forget it and take the default
+          this.choice.camera = this.choice.microphone = null;
+          return this.checkDevices();
+        }
         stream = null;
       }
     }
@@ -177,6 +197,42 @@ export class DeviceCheck {
       this.startMeter(audio);
       this.setStatus("microphone", "ok");
     } else if (this.skip.microphone) this.setStatus("microphone", "skipped");
+    await this.listDevices();
+  }
+
+  /** Fill the device pickers (labels are only known once permission was granted). */
+  async listDevices() {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
+    const devices = await navigator.mediaDevices.enumerateDevices().catch(() => []);
+    const kinds = { camera: "videoinput", microphone: "audioinput", speaker: "audiooutput" };
+    const inUse = {
+      camera: this.stream.getVideoTracks()[0],
+      microphone: this.stream.getAudioTracks()[0],
+    };
+    for (const [key, kind] of Object.entries(kinds)) {
+      const select = this.selects[key];
+      const list = devices.filter((d) => d.kind === kind && d.deviceId);
+      const usable = key !== "speaker" || (window.AudioContext && "setSinkId" in AudioContext.prototype);
+      clear(select);
+      list.forEach((d, i) => select.append(h("option", { value: d.deviceId }, d.label || `${key} ${i + 1}`)));
+      const current = inUse[key] ? inUse[key].getSettings().deviceId : this.choice[key];
+      if (current) select.value = current;
+      select.hidden = !usable || list.length < 2;
+    }
+  }
+
+  choose(kind, deviceId) {
+    this.choice[kind] = deviceId;
+    try {
+      localStorage.setItem(`tc.device.${kind}`, deviceId);
+    } catch {
+      /* private mode */
+    }
+    if (kind === "speaker") {
+      if (this.audioCtx && this.audioCtx.setSinkId) this.audioCtx.setSinkId(deviceId).catch(() => null);
+      return;
+    }
+    this.checkDevices();
   }
 
   skipDevice(kind) {
