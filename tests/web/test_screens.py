@@ -70,7 +70,8 @@ async def test_refusals_languages_and_elderly_mode(
 async def test_host_actions_reach_the_browser(
     live: Any, new_page: Any, shot: Any, requests_seen: Any
 ) -> None:
-    """Admit, lock and remove from a host (Socket.IO client); a locked room refuses newcomers."""
+    """Admit, lock, chat, record (consent asked in the browser) and remove from a host
+    (Socket.IO client); a locked room refuses newcomers."""
     room = "r-host"
     host = Client(live.url, live.tokens(room, "dr-zhao", "host", "Dr Zhao"))
     await host.connect()
@@ -98,6 +99,19 @@ async def test_host_actions_reach_the_browser(
             "keep your camera on", timeout=WAIT_MS
         )
         await shot(page, "13-patient-call-locked")
+
+        # recording needs the patient's consent, asked in the browser
+        started = await host.call("record:start", {"reason": "teaching file"})
+        assert started["ok"], started
+        await expect(page.locator("#consent-prompt")).to_contain_text("Dr Zhao", timeout=WAIT_MS)
+        await shot(page, "18-recording-consent")
+        await page.click("#consent-yes")
+        await host.next("record:state", where=lambda st: "pat-3" in st.get("consented", []))
+        await expect(page.locator("#rec-badge")).to_contain_text("you agreed", timeout=WAIT_MS)
+        await page.click("#consent-change")
+        await host.next("record:state", where=lambda st: "pat-3" in st.get("declined", []))
+        assert (await host.call("record:stop", {}))["ok"]
+        await expect(page.locator("#rec-badge")).to_have_count(0, timeout=WAIT_MS)
 
         assert (await host.call("host:remove", {"identity": "pat-3", "reason": "test"}))["ok"]
         await expect(page.locator("#screen-removed")).to_be_visible(timeout=WAIT_MS)

@@ -40,6 +40,7 @@ export class CallView {
     this.participants.clear();
     for (const p of state.room.participants) this.participants.set(p.identity, p);
     this.lobby = state.lobby || [];
+    this.recording = state.recording && state.recording.active ? state.recording : null;
     this.chat.clear();
     for (const m of state.chat || []) this.chat.set(m.id, m);
   }
@@ -55,6 +56,7 @@ export class CallView {
         this.renderPeople();
         this.renderChat();
         this.renderRoomState();
+        this.renderRecording();
         this.syncTiles();
       }),
       s.on("participant:joined", (p) => {
@@ -92,6 +94,17 @@ export class CallView {
         this.renderControls();
       }),
       s.on("connection", (info) => this.renderConnection(info)),
+      s.on("record:state", (st) => {
+        this.recording = st && st.active ? st : null;
+        if (!this.recording) this.consentRequest = null;
+        this.renderRecording();
+        this.renderControls();
+      }),
+      s.on("record:consent_request", (req) => {
+        this.consentRequest = req;
+        this.renderRecording();
+        prompt("record_consent_voice", { by: this.nameOf(req.by) });
+      }),
     );
     this.media.on("remote", () => this.syncTiles());
     this.media.on("remote-gone", () => this.syncTiles());
@@ -126,6 +139,7 @@ export class CallView {
     this.noticeEl = h("div", { class: "notice", id: "call-notice", role: "status", "aria-live": "polite", hidden: true });
     this.netEl = h("span", { class: "net good", id: "net-indicator", role: "status" }, tx("network_good"));
     this.lockEl = h("span", { class: "locked-badge", id: "locked-badge", hidden: true }, tx("room_locked"));
+    this.recEl = h("div", { class: "recording", id: "recording" });
     this.peopleEl = h("div", { class: "people", id: "people" });
     this.chatEl = this.buildChat();
     const tabs = [
@@ -145,7 +159,7 @@ export class CallView {
       h(
         "main",
         { class: "screen call", id: "screen-call" },
-        h("div", { class: "call-status" }, h("h1", { class: "visually-hidden" }, tx("call_title")), this.netEl, this.lockEl, this.noticeEl),
+        h("div", { class: "call-status" }, h("h1", { class: "visually-hidden" }, tx("call_title")), this.netEl, this.lockEl, this.recEl, this.noticeEl),
         h("div", { class: "call-layout" }, h("div", { class: "stage" }, this.grid, this.controls), h("aside", { class: "side" }, this.tabButtons, this.tabBodies)),
       ),
     );
@@ -154,7 +168,54 @@ export class CallView {
     this.renderPeople();
     this.renderChat();
     this.renderRoomState();
+    this.renderRecording();
     this.syncTiles();
+  }
+
+  // -- recording (with consent) ---------------------------------------------------------------
+  renderRecording() {
+    if (!this.recEl) return;
+    const el = clear(this.recEl);
+    const rec = this.recording;
+    const me = this.self && this.self.identity;
+    const req = this.consentRequest;
+    if (req && rec && req.recording_id !== rec.recording_id) this.consentRequest = null;
+    if (this.consentRequest) {
+      el.append(
+        h(
+          "div",
+          { class: "consent", id: "consent-prompt", role: "alertdialog", "aria-labelledby": "consent-text" },
+          h("p", { id: "consent-text" }, tx("record_consent", { by: this.nameOf(this.consentRequest.by) })),
+          this.consentRequest.reason ? h("p", { class: "hint" }, tx("by_reason", { reason: this.consentRequest.reason })) : null,
+          h("div", { class: "row-actions" }, button("record_agree", () => this.consent(true), { class: "primary", id: "consent-yes" }), button("record_decline", () => this.consent(false), { id: "consent-no" })),
+        ),
+      );
+    }
+    if (!rec) return;
+    const mine = rec.consented.includes(me) ? "yes" : rec.declined.includes(me) ? "no" : null;
+    el.append(
+      h(
+        "span",
+        { class: "rec-badge", id: "rec-badge", role: "status" },
+        "● ",
+        tx("recording_on"),
+        mine ? [" · ", tx(mine === "yes" ? "record_you_agreed" : "record_you_declined")] : null,
+      ),
+    );
+    if (mine) el.append(button("record_change", () => this.consent(mine !== "yes"), { class: "link", id: "consent-change" }));
+  }
+
+  async consent(agree) {
+    const rec = this.recording || (this.consentRequest && { recording_id: this.consentRequest.recording_id });
+    if (!rec) return;
+    try {
+      const ack = await this.session.call("record:consent", { recording_id: rec.recording_id, consent: agree });
+      this.recording = ack.recording;
+      this.consentRequest = null;
+      this.renderRecording();
+    } catch (err) {
+      this.error(err);
+    }
   }
 
   selectTab(id) {
@@ -239,6 +300,13 @@ export class CallView {
         button(m.screenTrack ? "stop_share" : "share_screen", () => (m.screenTrack ? m.stopScreen() : m.startScreen().catch((err) => this.notice(["error_prefix", { message: err.message }]))), {
           id: "btn-share",
         }),
+      );
+    }
+    if (this.grants.record) {
+      c.append(
+        this.recording
+          ? button("record_stop", () => this.session.call("record:stop", {}).catch((e) => this.error(e)), { id: "btn-record" })
+          : button("record_start", () => this.session.call("record:start", {}).catch((e) => this.error(e)), { id: "btn-record" }),
       );
     }
     if (this.grants.moderate) {
