@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 class Metrics:
@@ -39,9 +41,24 @@ class Metrics:
             "teleconsult_participants", "Participants joined on this process", registry=r
         )
         self.waiting = Gauge("teleconsult_waiting", "Participants in waiting rooms", registry=r)
+        # leak watch: process RSS/CPU/fds, asyncio tasks and threads
+        ProcessCollector(registry=r)
+        Gauge(
+            "teleconsult_asyncio_tasks", "asyncio tasks in the server loop", registry=r
+        ).set_function(_task_count)
+        Gauge("teleconsult_threads", "Threads in the server process", registry=r).set_function(
+            threading.active_count
+        )
 
     def track_totals(self, totals: Callable[[], tuple[int, int, int]]) -> None:
         """Read the room gauges from `totals()` -> (rooms, participants, waiting) at scrape."""
         self.rooms.set_function(lambda: totals()[0])
         self.participants.set_function(lambda: totals()[1])
         self.waiting.set_function(lambda: totals()[2])
+
+
+def _task_count() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # scraped outside the loop
+        return float("nan")
