@@ -70,6 +70,26 @@ def proc_cpu_s(pid: int) -> float:
     return sum(proc_times(pid))
 
 
+def udp_drops(pids: list[int]) -> dict[int, int]:
+    """Datagrams dropped (receive buffer full) on the UDP sockets of ``pids`` (from ss)."""
+    import re
+
+    try:
+        out = subprocess.run(["ss", "-uampH"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    drops = dict.fromkeys(pids, 0)
+    owner = None
+    for line in out.splitlines():
+        m = re.search(r"pid=(\d+)", line)
+        if m:
+            owner = int(m.group(1))
+        d = re.search(r"skmem:\(.*\bd(\d+)\)", line)
+        if d and owner in drops:
+            drops[owner] += int(d.group(1))
+    return drops
+
+
 # --- media preparation (parent) -----------------------------------------------------------
 
 
@@ -396,6 +416,7 @@ def phase(
             (u0, k0), s0 = proc_times(server.pid), get_json(f"{base}/bench/stats?reset=1")
             time.sleep(max(0.0, w1 - time.monotonic()))
             (u1, k1), s1 = proc_times(server.pid), get_json(f"{base}/bench/stats")
+            drops = udp_drops([server.pid] + [w.pid for w in workers])
             results: dict[str, Any] = {}
             errors: list[str] = []
             client_cpu_s = 0.0
@@ -490,6 +511,8 @@ def phase(
         "sfu_frames_dropped": s1["forwarding"]["dropped"] - s0["forwarding"]["dropped"],
         "window_s": round(window, 1),
         "client_errors": errors[:5],
+        "udp_rcvbuf_drops_server": drops.get(server.pid),
+        "udp_rcvbuf_drops_clients": sum(v for k, v in drops.items() if k != server.pid),
     }
 
 
