@@ -297,11 +297,19 @@ export class DeviceCheck {
   async checkConnection() {
     this.setStatus("connection", "checking");
     const detail = this.root.querySelector("#connection-detail");
+    const off = this.session.on("connection", (info) => {
+      // still trying (server restarting, network down): say so while we wait
+      if (info.status === "reconnecting" && this.result.connection !== "ok") {
+        setI18n(detail, `refused_${info.code === "unreachable" || !info.code ? "unreachable" : info.code}`);
+      }
+    });
     try {
       const ms = await this.session.connect();
+      off();
       setI18n(detail, ["connection_ok", { ms }]);
       this.setStatus("connection", "ok");
     } catch (refusal) {
+      off();
       this.setStatus("connection", "failed");
       this.resolve({ refused: refusal });
     }

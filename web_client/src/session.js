@@ -4,6 +4,8 @@
 import { io } from "socket.io-client";
 
 const ACK_TIMEOUT_MS = 10000;
+// refusals worth retrying (the server restarting, a transient per-address limit)
+const RETRY_CODES = new Set(["internal_error", "too_many_connections"]);
 const FINAL_EVENTS = new Set(["lobby:denied", "removed", "replaced", "room:ended"]);
 
 export class Session extends EventTarget {
@@ -79,7 +81,7 @@ export class Session extends EventTarget {
       socket.on("connect_error", (err) => {
         const data = err && err.data ? err.data : null;
         const refusal = data && data.code ? { code: data.code, message: data.message || err.message } : null;
-        if (refusal && refusal.code !== "internal_error") {
+        if (refusal && !RETRY_CODES.has(refusal.code)) {
           // refused for good (expired token, locked, removed...): stop retrying
           socket.io.opts.reconnection = false;
           socket.close();
@@ -89,7 +91,7 @@ export class Session extends EventTarget {
           return;
         }
         if (first && !socket.active) reject({ code: "unreachable", message: err.message });
-        this.emitLocal("connection", { status: "reconnecting", attempt: this.attempt, error: err.message });
+        this.emitLocal("connection", { status: "reconnecting", attempt: this.attempt, error: err.message, code: refusal ? refusal.code : "unreachable" });
       });
     });
   }
