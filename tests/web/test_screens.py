@@ -70,7 +70,7 @@ async def test_refusals_languages_and_elderly_mode(
 async def test_host_actions_reach_the_browser(
     live: Any, new_page: Any, shot: Any, requests_seen: Any
 ) -> None:
-    """Admit, lock, chat, record (consent asked in the browser) and remove from a host
+    """Admit, deny, lock, chat, record (consent asked in the browser) and remove from a host
     (Socket.IO client); a locked room refuses newcomers."""
     room = "r-host"
     host = Client(live.url, live.tokens(room, "dr-zhao", "host", "Dr Zhao"))
@@ -90,6 +90,20 @@ async def test_host_actions_reach_the_browser(
         )
         assert (await host.call("lobby:admit", {"identity": "pat-3"}))["ok"]
         await expect(page.locator("#screen-call")).to_be_visible(timeout=WAIT_MS)
+
+        # a second patient is turned away with a reason
+        other = await new_page()
+        other_token = live.tokens(room, "pat-5", "patient", "Sun")
+        await pass_device_check(other, f"{live.url}/join?token={other_token}")
+        await other.click("#join-btn")
+        await host.next(
+            "lobby:queue", where=lambda q: any(e["identity"] == "pat-5" for e in q["entries"])
+        )
+        denied = await host.call("lobby:deny", {"identity": "pat-5", "reason": "wrong clinic"})
+        assert denied["ok"], denied
+        await expect(other.locator("#screen-denied")).to_contain_text(
+            "wrong clinic", timeout=WAIT_MS
+        )
 
         assert (await host.call("host:lock", {"locked": True}))["ok"]
         await expect(page.locator("#locked-badge")).to_be_visible(timeout=WAIT_MS)
@@ -123,7 +137,7 @@ async def test_host_actions_reach_the_browser(
             "data-code", "room_locked", timeout=WAIT_MS
         )
         await shot(late, "14-refused-locked")
-        assert page.js_errors == [] and late.js_errors == []
+        assert page.js_errors == [] and late.js_errors == [] and other.js_errors == []
     finally:
         await host.close()
     assert requests_seen.outside() == []
