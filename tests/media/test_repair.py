@@ -1,0 +1,105 @@
+"""Loss repair on both legs (NACK + RTX), and trickle ICE from the client."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiortc import RTCSessionDescription
+from aiortc.rtp import RtpPacket, is_rtcp
+
+from rtc_server.media.client import SyntheticVideoTrack
+
+from .conftest import Harness, wait_for
+
+
+class _R0:
+    frames = 0
+    payloads: list[bytes] = []
+
+
+def drop_some_video(transceiver: Any, every: int, log: dict[str, list[int]]) -> None:
+    """Make the transceiver's transport lose every ``every``-th media packet (once each)."""
+    codecs = transceiver._codecs
+    media_pt = codecs[0].payloadType
+    rtx_pt = next(c.payloadType for c in codecs if c.mimeType.lower().endswith("/rtx"))
+    transport = transceiver.sender.transport
+    original = transport._send_rtp
+    count = [0]
+
+    async def lossy(data: bytes) -> None:
+        if not is_rtcp(data):
+            pt = data[1] & 0x7F
+            seq = int.from_bytes(data[2:4], "big")
+            if pt == rtx_pt:  # RTX payload starts with the original sequence number
+                log["rtx"].append(int.from_bytes(RtpPacket.parse(data).payload[:2], "big"))
+            elif pt == media_pt:
+                count[0] += 1
+                if count[0] % every == 0:
+                    log["dropped"].append(seq)
+                    return
+        await original(data)
+
+    transport._send_rtp = lossy
+
+
+async def test_subscriber_leg_loss_is_repaired_by_retransmission(harness: Harness) -> None:
+    alice = await harness.join("alice", subscribe=False)
+    bob = await harness.join("bob", publish=False, decode=False, record=True)
+    await alice.publish({"camera": SyntheticVideoTrack()})
+    await wait_for(lambda: bob.received.get(("alice", "camera"), _R0).frames >= 5, 30)
+    sub = harness.room.sessions["bob"].subscriptions[("alice", "camera")]
+    log: dict[str, list[int]] = {"dropped": [], "rtx": []}
+    drop_some_video(sub.transceiver, 7, log)
+    rec = bob.received[("alice", "camera")]
+    start, sent0 = rec.frames, sub.frames_forwarded
+    await wait_for(lambda: rec.frames >= start + 60, 30)
+    assert len(log["dropped"]) >= 5
+    # bob NACKed, the SFU's sender retransmitted over RTX, and bob got every frame it was sent
+    assert set(log["dropped"]) <= set(log["rtx"])
+    sent = sub.frames_forwarded - sent0
+    assert rec.frames - start >= sent - 3  # (the last frames may still be in flight)
+
+
+async def test_publisher_leg_loss_is_repaired_by_retransmission(harness: Harness) -> None:
+    alice = await harness.join("alice", subscribe=False)
+    bob = await harness.join("bob", publish=False, decode=False)
+    await alice.publish({"camera": SyntheticVideoTrack()})
+    await wait_for(lambda: bob.received.get(("alice", "camera"), _R0).frames >= 5, 30)
+    transceiver = alice.pub_pc.getTransceivers()[0]  # type: ignore[union-attr]
+    log: dict[str, list[int]] = {"dropped": [], "rtx": []}
+    drop_some_video(transceiver, 7, log)
+    pub = harness.room.publications[("alice", "camera")]
+    frames0, losses0 = pub.assembler.frames, pub.assembler.losses
+    await wait_for(lambda: pub.assembler.frames >= frames0 + 60, 30)
+    assert len(log["dropped"]) >= 5
+    assert set(log["dropped"]) <= set(log["rtx"])  # the SFU NACKed every hole
+    assert pub.assembler.losses == losses0  # and every hole was filled in time
+
+
+async def test_trickled_client_candidates_connect(harness: Harness) -> None:
+    alice = await harness.join("alice", subscribe=False)
+    bob = await harness.join("bob", publish=False, decode=False)
+    pc = alice._new_pc()
+    alice.pub_pc = pc
+    transceiver = pc.addTransceiver(SyntheticVideoTrack(), direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    candidates = re.findall(r"^a=(candidate:.*)$", sdp, flags=re.MULTILINE)
+    stripped = re.sub(r"^a=(candidate:.*|end-of-candidates)\r?\n", "", sdp, flags=re.MULTILINE)
+    assert candidates and "a=candidate" not in stripped
+    ack = await harness.request(
+        "alice",
+        "rtc:offer",
+        {"sdp": stripped, "tracks": [{"mid": transceiver.mid, "source": "camera"}]},
+    )
+    assert ack is not None
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=ack["sdp"], type="answer"))
+    for cand in candidates:
+        await harness.request(
+            "alice",
+            "rtc:candidate",
+            {"pc": "publisher", "candidate": cand.strip(), "sdp_mid": transceiver.mid},
+        )
+    await harness.request("alice", "rtc:candidate", {"pc": "publisher", "candidate": None})
+    await wait_for(lambda: bob.received.get(("alice", "camera"), _R0).frames >= 10, 30)
