@@ -25,16 +25,33 @@ def _settings(args: argparse.Namespace, **flags: object) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the server until interrupted."""
+    """Run the server until interrupted (or supervise `--workers N` worker processes)."""
     settings = prepare_data_dir(
         _settings(
-            args, host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key
+            args,
+            host=args.host,
+            port=args.port,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            public_url=args.public_url,
+            node_id=args.node_id,
+            redis_url=args.redis_url,
+            workers=args.workers,
+            worker_index=args.worker_index,
         )
     )
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.workers > 1 and settings.worker_index is None:
+        return _supervise(args, settings)
+    if settings.worker_index is not None:
+        from rtc_server.routing import worker_settings
+
+        settings = worker_settings(
+            settings.model_copy(update={"worker_index": None}), settings.worker_index
+        )
     from rtc_server.app import create_app
 
     app = create_app(settings)
@@ -49,6 +66,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def announce(_aiohttp_banner: str) -> None:
         # run_app calls this once every listening socket is open
+        if settings.worker_index is not None:
+            print(f"worker {settings.node_id} serving on {settings.base_url}", flush=True)
+            return
         print(f"teleconsult {__version__} serving on {settings.base_url}", flush=True)
         print(f"data dir: {settings.data_dir.resolve()}", flush=True)
         print(f"host join link (room {args.room}): {settings.join_url(link_token)}", flush=True)
@@ -63,6 +83,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=None,
     )
     return 0
+
+
+def _supervise(args: argparse.Namespace, settings: Settings) -> int:
+    """`serve --workers N`: start N worker processes and keep them running."""
+    from rtc_server.workers import Supervisor, init_schema
+
+    init_schema(settings)
+    supervisor = Supervisor(settings, args.argv)
+    first = supervisor.workers[0].settings
+    link_token = mint_token(
+        signing_secret(settings),
+        room=args.room,
+        identity="host",
+        name="Host",
+        role=Role.HOST,
+        ttl_s=settings.token_ttl_s,
+    )
+
+    def announce() -> None:
+        urls = ", ".join(w.settings.base_url for w in supervisor.workers)
+        print(f"teleconsult {__version__} serving on {first.base_url}", flush=True)
+        print(f"workers: {settings.workers} ({urls})", flush=True)
+        print(f"data dir: {settings.data_dir.resolve()}", flush=True)
+        print(f"host join link (room {args.room}): {first.join_url(link_token)}", flush=True)
+
+    return supervisor.run(announce)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -112,19 +158,30 @@ def cmd_audit(args: argparse.Namespace) -> int:
             if args.action == "verify":
                 report = await verify_log(store, public_key)
                 if report.ok:
+                    logs = f" in {len(report.logs)} logs" if len(report.logs) > 1 else ""
                     print(
-                        f"audit log intact: {report.entries} entries, {report.heads} signed heads"
+                        f"audit log intact: {report.entries} entries, "
+                        f"{report.heads} signed heads{logs}"
                     )
                     return 0
                 print(f"audit log TAMPERED: {report.problem}", file=sys.stderr)
                 return 1
             if args.action == "prove":
-                doc = await prove_inclusion(store, args.seq)
+                doc = await prove_inclusion(store, args.seq, log_id=args.log)
                 check_inclusion(doc, public_key)
                 print(json.dumps(doc, indent=2))
                 return 0
             report = await verify_log(store, public_key)
-            print(json.dumps({"entries": report.entries, "heads": report.heads, "ok": report.ok}))
+            print(
+                json.dumps(
+                    {
+                        "entries": report.entries,
+                        "heads": report.heads,
+                        "ok": report.ok,
+                        "logs": report.logs,
+                    }
+                )
+            )
             return 0 if report.ok else 1
         except LookupError as exc:
             print(f"teleconsult: {exc}", file=sys.stderr)
@@ -169,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--room", default="demo", help="room of the printed host join link")
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve HTTPS")
     serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    serve.add_argument("--public-url", help="URL clients use to reach this node")
+    serve.add_argument("--node-id", help="this node's name in a cluster (unique per node)")
+    serve.add_argument("--redis-url", help="Redis for placement and cross-node events")
+    serve.add_argument("--workers", type=int, help="worker processes (one per core)")
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="print a join token")
@@ -198,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = audit_sub.add_parser(name, help=helptext)
         if name == "prove":
             p.add_argument("seq", type=int, help="entry sequence number (from 0)")
+            p.add_argument("--log", help="node id of the log (when there are several)")
         p.add_argument("--data-dir", type=Path)
         p.add_argument("--config", type=Path)
         p.add_argument("--public-key", type=Path, help="PEM kept apart from the data dir")
@@ -208,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `teleconsult` console script."""
     args = build_parser().parse_args(argv)
+    # `serve --workers N` re-runs the same arguments in each worker process
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -68,6 +68,14 @@ class Settings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list)
     audit_head_interval_s: float = Field(5.0, gt=0, le=3600)
     limits: Limits = Field(default_factory=Limits)
+    # --- scale-out (see docs/operations.md, "Scale-out"): this node's name (its audit log id;
+    # unique per node), Redis for placement and cross-node events, worker processes per machine
+    node_id: str = Field("main", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    redis_url: str | None = None
+    workers: int = Field(1, ge=1, le=64)
+    worker_index: int | None = Field(None, ge=0, le=63)
+    node_heartbeat_s: float = Field(1.0, gt=0, le=60)
+    node_ttl_s: float = Field(5.0, gt=0, le=600)
     # --- media (SFU): UDP port range, announced address, STUN/TURN; see docs/operations-media.md
     media: MediaSettings = Field(default_factory=MediaSettings)
 
@@ -84,6 +92,21 @@ class Settings(BaseModel):
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _cluster_timing(self) -> Settings:
+        if self.node_ttl_s <= 2 * self.node_heartbeat_s:
+            raise ValueError("node_ttl_s must be more than twice node_heartbeat_s")
+        if self.worker_index is not None and self.worker_index >= self.workers:
+            raise ValueError("worker_index must be below workers")
+        return self
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
@@ -102,6 +125,17 @@ class Settings(BaseModel):
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         scheme = "https" if self.tls_cert else "http"
         return f"{scheme}://{host}:{self.port}"
+
+    def worker_base_url(self, index: int) -> str:
+        """The public URL of local worker `index` (`--workers N`): the base URL, port + index."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(self.base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        base_index = self.worker_index or 0
+        host = parts.hostname or "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        return urlunsplit(parts._replace(netloc=f"{host}:{port - base_index + index}"))
 
     @property
     def db_url(self) -> str:

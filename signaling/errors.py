@@ -20,6 +20,9 @@ class ErrorCode(StrEnum):
     ROOM_FULL = "room_full"
     NODE_FULL = "node_full"
     TOO_MANY_CONNECTIONS = "too_many_connections"
+    # scale-out: the room lives on another node (data.url says where); placement unreachable
+    WRONG_NODE = "wrong_node"
+    NODE_UNAVAILABLE = "node_unavailable"
     REMOVED = "removed"
     DENIED = "denied"
     # messages

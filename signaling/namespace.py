@@ -24,6 +24,7 @@ from rtc_server.metrics import Metrics
 from rtc_server.records.audit import AuditLog
 from rtc_server.records.store import RecordStore
 from rtc_server.rooms import LobbyEntry, Participant, Room, RoomRegistry
+from rtc_server.routing import LocalRouter, NodeInfo, PlacementUnavailable, Router
 from signaling.errors import ErrorCode, SignalingError
 from signaling.extensions import Caller
 from signaling.grants import GRANT_NAMES
@@ -37,6 +38,14 @@ Handler = Callable[[Caller, Any], Awaitable[dict[str, Any] | None]]
 Listener = Callable[..., Awaitable[None]]
 When = Literal["joined", "waiting", "present"]
 LISTENER_KINDS = ("participant_joined", "participant_left", "room_closed", "mute_changed")
+
+
+class WrongNode(SignalingError):
+    """The room lives on another node: the client reconnects at `node.url`."""
+
+    def __init__(self, node: NodeInfo) -> None:
+        super().__init__(ErrorCode.WRONG_NODE, "This consultation is served by another node.")
+        self.node = node
 
 
 @dataclass(slots=True)
@@ -106,6 +115,7 @@ class ConsultNamespace(socketio.AsyncNamespace):
         max_participants: int,
         max_connections_per_ip: int = 200,
         audit: AuditLog | None = None,
+        router: Router | None = None,
         namespace: str = "/",
     ) -> None:
         super().__init__(namespace)
@@ -119,6 +129,9 @@ class ConsultNamespace(socketio.AsyncNamespace):
         self.max_participants = max_participants
         self.max_connections_per_ip = max_connections_per_ip
         self.audit_log = audit
+        # where rooms live (scale-out); one node hosts every room by default
+        self.router: Router = router or LocalRouter("main", "")
+        self.router.on_message(self._on_node_message)
         self.per_ip: Counter[str] = Counter()
         self.conns: dict[str, Connection] = {}
         self.handlers: dict[str, HandlerSpec] = {}
@@ -211,8 +224,15 @@ class ConsultNamespace(socketio.AsyncNamespace):
             subject, room_name = claims.identity, claims.room
             if await self.store.is_revoked(claims.jti):
                 raise SignalingError(ErrorCode.TOKEN_REVOKED, "This join link was withdrawn.")
+            await self._check_placement(claims.room)
             room = await self.registry.open(claims.room)
             room.check_entry(claims.identity, claims.grants, self.max_participants)
+        except WrongNode as exc:
+            # a routing hop, not a refusal: the client reconnects at `url` (not audited)
+            self.metrics.refused.labels(exc.code).inc()
+            raise socketio.exceptions.ConnectionRefusedError(
+                exc.message, {**exc.as_dict(), "url": exc.node.url, "node": exc.node.id}
+            ) from None
         except SignalingError as exc:
             self.metrics.refused.labels(exc.code).inc()
             log.info("connection refused: %s", exc.code)
@@ -248,8 +268,15 @@ class ConsultNamespace(socketio.AsyncNamespace):
             await self._notify("participant_left", left, why)
 
     async def revoke(self, jti: str, by: str, reason: str | None) -> int:
-        """Revoke a token id and disconnect its live connections; returns how many."""
+        """Revoke a token id and disconnect its live connections (on every node); returns
+        how many this node dropped."""
         await self.store.revoke_token(jti, by, reason)
+        kicked = self._kick_jti(jti, by, reason)
+        await self.router.broadcast("revoke", {"jti": jti, "by": by, "reason": reason})
+        await self.audit("token.revoke", by, f"token:{jti}", reason=reason, kicked=kicked)
+        return kicked
+
+    def _kick_jti(self, jti: str, by: str, reason: str | None) -> int:
         kicked = 0
         for conn in list(self.conns.values()):
             if conn.claims.jti == jti:
@@ -257,8 +284,28 @@ class ConsultNamespace(socketio.AsyncNamespace):
                     conn.sid, "token_revoked", {"reason": reason or "", "by": by}, event="removed"
                 )
                 kicked += 1
-        await self.audit("token.revoke", by, f"token:{jti}", reason=reason, kicked=kicked)
         return kicked
+
+    async def _on_node_message(self, kind: str, data: dict[str, Any]) -> None:
+        """A message from another node of the cluster."""
+        if kind == "revoke" and isinstance(data.get("jti"), str):
+            reason = data.get("reason")
+            reason = reason if isinstance(reason, str) else None
+            self._kick_jti(data["jti"], str(data.get("by") or "admin"), reason)
+
+    async def _check_placement(self, room: str) -> None:
+        """Raise WrongNode when `room` lives on another node (scale-out)."""
+        try:
+            node = await self.router.place(room)
+        except PlacementUnavailable as exc:
+            if self.registry.get(room) is not None:
+                return  # hosted here already: carry on while the registry is unreachable
+            log.warning("room placement unavailable: %s", exc)
+            raise SignalingError(
+                ErrorCode.NODE_UNAVAILABLE, "The service is briefly unavailable; retry shortly."
+            ) from None
+        if node.id != self.router.node.id:
+            raise WrongNode(node)
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         """Route connect/disconnect to their methods and every other event to `dispatch`."""

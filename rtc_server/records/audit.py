@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ ENTRY_CONTEXT = b"teleconsult-audit-entry-v1"
 HEAD_CONTEXT = b"teleconsult-audit-head-v1"
 KEY_FILE = "audit_ed25519.pem"
 PUBLIC_KEY_FILE = "audit_ed25519.pub.pem"
+DEFAULT_LOG = "main"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,19 +55,24 @@ class AuditEntry:
     object: str
     result: str
     detail: str  # canonical JSON text
+    log_id: str = "main"  # one log per node (scale-out); "main" is the single-node log
 
     def canonical(self) -> bytes:
-        """The exact bytes the leaf hash covers."""
+        """The exact bytes the leaf hash covers (a node's log id too, except "main", so an
+        entry cannot be moved between the logs of two nodes)."""
+        fields: dict[str, Any] = {
+            "seq": self.seq,
+            "ts_us": self.ts_us,
+            "subject": self.subject,
+            "action": self.action,
+            "object": self.object,
+            "result": self.result,
+            "detail": self.detail,
+        }
+        if self.log_id != DEFAULT_LOG:
+            fields["log"] = self.log_id
         return json.dumps(
-            {
-                "seq": self.seq,
-                "ts_us": self.ts_us,
-                "subject": self.subject,
-                "action": self.action,
-                "object": self.object,
-                "result": self.result,
-                "detail": self.detail,
-            },
+            fields,
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=False,
@@ -83,9 +89,10 @@ def leaf_hash(entry: AuditEntry) -> bytes:
     return hashlib.sha256(b"\x00" + entry.canonical()).digest()
 
 
-def head_message(tree_size: int, ts_us: int, root: bytes) -> bytes:
+def head_message(tree_size: int, ts_us: int, root: bytes, log_id: str = DEFAULT_LOG) -> bytes:
     """The bytes a tree head signature covers."""
-    return HEAD_CONTEXT + tree_size.to_bytes(8, "big") + ts_us.to_bytes(8, "big") + root
+    tag = b"" if log_id == DEFAULT_LOG else log_id.encode() + b"\x00"
+    return HEAD_CONTEXT + tag + tree_size.to_bytes(8, "big") + ts_us.to_bytes(8, "big") + root
 
 
 class LeafTree(BaseMerkleTree):
@@ -144,17 +151,22 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
 
 def _row_entry(row: Any) -> AuditEntry:
     return AuditEntry(
-        row.seq, row.ts_us, row.subject, row.action, row.object, row.result, row.detail
+        row.seq, row.ts_us, row.subject, row.action, row.object, row.result, row.detail, row.log_id
     )
 
 
 class AuditLog:
-    """Appends audited events and signs tree heads; one instance per records database."""
+    """Appends audited events and signs tree heads; one log (and one instance) per node."""
 
     def __init__(
-        self, store: RecordStore, key: Ed25519PrivateKey, head_interval_s: float = 5.0
+        self,
+        store: RecordStore,
+        key: Ed25519PrivateKey,
+        head_interval_s: float = 5.0,
+        log_id: str = DEFAULT_LOG,
     ) -> None:
         self.store = store
+        self.log_id = log_id
         self.key = key
         self.head_interval_s = head_interval_s
         self.tree = LeafTree()
@@ -165,12 +177,15 @@ class AuditLog:
         """Load the leaf hashes and start signing tree heads."""
         async with self.store.engine.connect() as conn:
             rows = await conn.execute(
-                select(t.audit_entries.c.leaf_hash).order_by(t.audit_entries.c.seq)
+                select(t.audit_entries.c.leaf_hash)
+                .where(t.audit_entries.c.log_id == self.log_id)
+                .order_by(t.audit_entries.c.seq)
             )
             self.tree = LeafTree(r.leaf_hash for r in rows)
             head = (
                 await conn.execute(
                     select(t.audit_tree_heads.c.tree_size)
+                    .where(t.audit_tree_heads.c.log_id == self.log_id)
                     .order_by(t.audit_tree_heads.c.tree_size.desc())
                     .limit(1)
                 )
@@ -209,6 +224,7 @@ class AuditLog:
             object=obj[:512],
             result=result[:32],
             detail=canonical_detail(detail),
+            log_id=self.log_id,
         )
         digest = leaf_hash(entry)
         signature = self.key.sign(ENTRY_CONTEXT + digest)
@@ -219,6 +235,7 @@ class AuditLog:
         async def run(conn: AsyncConnection) -> None:
             await conn.execute(
                 insert(t.audit_entries).values(
+                    log_id=self.log_id,
                     seq=entry.seq,
                     ts_us=entry.ts_us,
                     subject=entry.subject,
@@ -247,18 +264,25 @@ class AuditLog:
         await self.store.write(barrier)
         ts_us = time.time_ns() // 1000
         root = self.tree.get_root(size)
-        signature = self.key.sign(head_message(size, ts_us, root))
+        signature = self.key.sign(head_message(size, ts_us, root, self.log_id))
 
         async def run(conn: AsyncConnection) -> None:
             await conn.execute(
                 insert(t.audit_tree_heads).values(
+                    log_id=self.log_id,
                     tree_size=size, ts_us=ts_us, root_hash=root, sig=signature
                 )
             )
 
         await self.store.write(run)
         self.signed_size = max(self.signed_size, size)
-        return {"tree_size": size, "ts_us": ts_us, "root": root.hex(), "sig": signature.hex()}
+        return {
+            "log_id": self.log_id,
+            "tree_size": size,
+            "ts_us": ts_us,
+            "root": root.hex(),
+            "sig": signature.hex(),
+        }
 
     async def _sign_periodically(self) -> None:
         while True:
@@ -272,36 +296,57 @@ class AuditLog:
         """An inclusion proof of entry `seq` against the newest signed tree head covering it."""
         if self.signed_size <= seq:
             await self.sign_head()
-        return await prove_inclusion(self.store, seq, self.tree)
+        return await prove_inclusion(self.store, seq, self.tree, self.log_id)
+
+
+async def log_ids(store: RecordStore) -> list[str]:
+    """The audit logs in the records (one per node that ever ran), sorted."""
+    async with store.engine.connect() as conn:
+        entries = await conn.execute(select(t.audit_entries.c.log_id).distinct())
+        heads = await conn.execute(select(t.audit_tree_heads.c.log_id).distinct())
+        return sorted({r.log_id for r in entries} | {r.log_id for r in heads})
 
 
 async def prove_inclusion(
-    store: RecordStore, seq: int, tree: LeafTree | None = None
+    store: RecordStore, seq: int, tree: LeafTree | None = None, log_id: str | None = None
 ) -> dict[str, Any]:
-    """Build {entry, leaf_hash, tree_size, root, head_sig, proof} for one entry."""
+    """Build {log_id, entry, leaf_hash, tree_size, root, head_sig, proof} for one entry of one
+    log (`log_id` may be left out when the records hold a single log)."""
+    if log_id is None:
+        logs = await log_ids(store)
+        if len(logs) > 1:
+            raise LookupError(f"several audit logs ({', '.join(logs)}): name one with --log")
+        log_id = logs[0] if logs else DEFAULT_LOG
+    entries, heads = t.audit_entries, t.audit_tree_heads
     async with store.engine.connect() as conn:
         row = (
-            await conn.execute(select(t.audit_entries).where(t.audit_entries.c.seq == seq))
+            await conn.execute(
+                select(entries).where(entries.c.log_id == log_id).where(entries.c.seq == seq)
+            )
         ).first()
         head = (
             await conn.execute(
-                select(t.audit_tree_heads)
-                .where(t.audit_tree_heads.c.tree_size > seq)
-                .order_by(t.audit_tree_heads.c.tree_size.desc())
+                select(heads)
+                .where(heads.c.log_id == log_id)
+                .where(heads.c.tree_size > seq)
+                .order_by(heads.c.tree_size.desc())
                 .limit(1)
             )
         ).first()
         if tree is None:
             rows = await conn.execute(
-                select(t.audit_entries.c.leaf_hash).order_by(t.audit_entries.c.seq)
+                select(entries.c.leaf_hash)
+                .where(entries.c.log_id == log_id)
+                .order_by(entries.c.seq)
             )
             tree = LeafTree(r.leaf_hash for r in rows)
     if row is None:
-        raise LookupError(f"no audit entry {seq}")
+        raise LookupError(f"no audit entry {seq} in log {log_id}")
     if head is None:
-        raise LookupError(f"no signed tree head covers entry {seq} yet")
+        raise LookupError(f"no signed tree head of log {log_id} covers entry {seq} yet")
     proof = tree.prove_inclusion(seq + 1, head.tree_size)
     return {
+        "log_id": log_id,
         "entry": {**_entry_dict(_row_entry(row))},
         "leaf_hash": row.leaf_hash.hex(),
         "tree_size": head.tree_size,
@@ -327,6 +372,7 @@ def _entry_dict(entry: AuditEntry) -> dict[str, Any]:
 def check_inclusion(proof_doc: dict[str, Any], public_key: Ed25519PublicKey) -> None:
     """Verify a document from `prove_inclusion`; raise ValueError saying what is wrong."""
     entry = proof_doc["entry"]
+    log_id = proof_doc.get("log_id", DEFAULT_LOG)
     rebuilt = AuditEntry(
         entry["seq"],
         entry["ts_us"],
@@ -335,6 +381,7 @@ def check_inclusion(proof_doc: dict[str, Any], public_key: Ed25519PublicKey) -> 
         entry["object"],
         entry["result"],
         canonical_detail(entry["detail"]),
+        log_id,
     )
     digest = leaf_hash(rebuilt)
     if digest.hex() != proof_doc["leaf_hash"]:
@@ -343,7 +390,8 @@ def check_inclusion(proof_doc: dict[str, Any], public_key: Ed25519PublicKey) -> 
     size = proof_doc["tree_size"]
     try:
         public_key.verify(
-            bytes.fromhex(proof_doc["head_sig"]), head_message(size, proof_doc["head_ts_us"], root)
+            bytes.fromhex(proof_doc["head_sig"]),
+            head_message(size, proof_doc["head_ts_us"], root, log_id),
         )
     except InvalidSignature as exc:
         raise ValueError("the tree head signature is not valid") from exc
@@ -355,25 +403,50 @@ def check_inclusion(proof_doc: dict[str, Any], public_key: Ed25519PublicKey) -> 
 
 @dataclass(slots=True)
 class VerifyReport:
-    """What `verify_log` found."""
+    """What `verify_log` found (over every node's log; `log_id` names the failing one)."""
 
     ok: bool
     entries: int
     heads: int
     problem: str | None = None
     first_bad_seq: int | None = None
+    log_id: str | None = None
+    logs: list[str] = field(default_factory=list)
 
 
 async def verify_log(store: RecordStore, public_key: Ed25519PublicKey) -> VerifyReport:
-    """Check every entry's hash, signature and place, and every signed tree head."""
+    """Check every log: each entry's hash, signature and place, and each signed tree head."""
+    logs = await log_ids(store) or [DEFAULT_LOG]
+    entries = heads = 0
+    for log_id in logs:
+        report = await verify_one_log(store, public_key, log_id)
+        if not report.ok:
+            if len(logs) > 1 or log_id != DEFAULT_LOG:
+                report.problem = f"log {log_id}: {report.problem}"
+            report.entries += entries
+            report.heads += heads
+            report.logs = logs
+            return report
+        entries += report.entries
+        heads += report.heads
+    return VerifyReport(True, entries, heads, logs=logs)
+
+
+async def verify_one_log(
+    store: RecordStore, public_key: Ed25519PublicKey, log_id: str = DEFAULT_LOG
+) -> VerifyReport:
+    """Check one node's log."""
     tree = LeafTree()
     expected = 0
+    entries_t, heads_t = t.audit_entries, t.audit_tree_heads
     async with store.engine.connect() as conn:
-        result = await conn.stream(select(t.audit_entries).order_by(t.audit_entries.c.seq))
+        result = await conn.stream(
+            select(entries_t).where(entries_t.c.log_id == log_id).order_by(entries_t.c.seq)
+        )
         async for row in result:
             if row.seq != expected:
                 bad = expected if row.seq > expected else row.seq
-                return VerifyReport(False, expected, 0, f"entry {bad} was removed", bad)
+                return VerifyReport(False, expected, 0, f"entry {bad} was removed", bad, log_id)
             entry = _row_entry(row)
             digest = leaf_hash(entry)
             try:
@@ -387,18 +460,27 @@ async def verify_log(store: RecordStore, public_key: Ed25519PublicKey) -> Verify
                     0,
                     f"entry {row.seq} was altered or moved (content does not match its signature)",
                     row.seq,
+                    log_id,
                 )
             tree.add_leaf_hash(digest)
             expected += 1
         heads = list(
-            await conn.execute(select(t.audit_tree_heads).order_by(t.audit_tree_heads.c.tree_size))
+            await conn.execute(
+                select(heads_t).where(heads_t.c.log_id == log_id).order_by(heads_t.c.tree_size)
+            )
         )
     for head in heads:
         try:
-            public_key.verify(head.sig, head_message(head.tree_size, head.ts_us, head.root_hash))
+            public_key.verify(
+                head.sig, head_message(head.tree_size, head.ts_us, head.root_hash, log_id)
+            )
         except InvalidSignature:
             return VerifyReport(
-                False, expected, len(heads), f"tree head at size {head.tree_size} is not signed"
+                False,
+                expected,
+                len(heads),
+                f"tree head at size {head.tree_size} is not signed",
+                log_id=log_id,
             )
         if head.tree_size > expected:
             return VerifyReport(
@@ -408,6 +490,7 @@ async def verify_log(store: RecordStore, public_key: Ed25519PublicKey) -> Verify
                 f"entries {expected} to {head.tree_size - 1} were removed "
                 f"(a signed tree head covers {head.tree_size} entries)",
                 expected,
+                log_id,
             )
         if tree.get_root(head.tree_size) != head.root_hash:
             return VerifyReport(
@@ -415,5 +498,6 @@ async def verify_log(store: RecordStore, public_key: Ed25519PublicKey) -> Verify
                 expected,
                 len(heads),
                 f"the log does not match the signed tree head at size {head.tree_size}",
+                log_id=log_id,
             )
-    return VerifyReport(True, expected, len(heads))
+    return VerifyReport(True, expected, len(heads), log_id=log_id)

@@ -17,8 +17,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import event, func, insert, select, update
+from sqlalchemy import Connection, event, func, insert, inspect, or_, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.schema import CreateColumn
 
 from rtc_server.records import tables as t
 
@@ -90,11 +92,32 @@ async def _noop(_conn: AsyncConnection) -> None:
     return None
 
 
+def _create_schema(conn: Connection) -> None:
+    """create_all, then add columns that newer code defines to tables an older one made
+    (only nullable columns or ones with a server default, which ALTER TABLE can add)."""
+    t.metadata.create_all(conn)
+    inspector = inspect(conn)
+    for table in t.metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not (column.nullable or column.server_default is not None):
+                raise RuntimeError(
+                    f"table {table.name} lacks column {column.name}; migrate the database"
+                )
+            ddl = CreateColumn(column).compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
+            log.info("added column %s.%s", table.name, column.name)
+
+
 class RecordStore:
     """Async access to the records database."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, node: str = "main") -> None:
         self.url = url
+        # the node (process) writing through this store; scopes start-up session cleanup
+        self.node = node
         self.engine: AsyncEngine = create_async_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         if self.is_sqlite:
@@ -107,8 +130,16 @@ class RecordStore:
 
     async def start(self) -> None:
         """Create the schema (all tables on the shared metadata) and close stale sessions."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(t.metadata.create_all)
+        for attempt in range(3):
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(_create_schema)
+                break
+            except SQLAlchemyError:
+                # another node or worker creating the same schema at the same moment
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
         self._writer = asyncio.create_task(self._write_loop(), name="records-writer")
         # sessions left open by a crash end at the crash; we cannot know when, so use now
         await self.close_open_sessions("server_restart")
@@ -241,7 +272,12 @@ class RecordStore:
     async def open_session(self, room: str, identity: str, name: str, role: str) -> int:
         """Record that a participant joined; returns the session id."""
         stmt = insert(t.participant_sessions).values(
-            room=room, identity=identity, name=name, role=role, joined_at=time.time()
+            room=room,
+            identity=identity,
+            name=name,
+            role=role,
+            joined_at=time.time(),
+            node=self.node,
         )
         result = await self._write(stmt)
         return int(result.inserted_primary_key[0])
@@ -257,10 +293,12 @@ class RecordStore:
         await self._write(stmt)
 
     async def close_open_sessions(self, reason: str) -> None:
-        """End every open session (start-up after a crash, and shutdown)."""
+        """End every open session of this node (start-up after a crash, and shutdown)."""
+        node = t.participant_sessions.c.node
         stmt = (
             update(t.participant_sessions)
             .where(t.participant_sessions.c.left_at.is_(None))
+            .where(or_(node == self.node, node.is_(None)))
             .values(left_at=time.time(), leave_reason=reason)
         )
         await self._write(stmt)

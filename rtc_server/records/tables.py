@@ -46,6 +46,8 @@ participant_sessions = Table(
     Column("joined_at", Float, nullable=False),
     Column("left_at", Float, nullable=True),
     Column("leave_reason", String(32), nullable=True),
+    # the node (server process) that hosted the session: a restarting node closes only its own
+    Column("node", String(64), nullable=True),
     Index("ix_participant_sessions_room", "room"),
 )
 
@@ -92,10 +94,12 @@ chat_messages = Table(
     Index("ix_chat_messages_room_id", "room", "id"),
 )
 
-# audit log: an append-only Merkle tree (RFC 6962 hashing); see rtc_server/records/audit.py
+# audit log: an append-only Merkle tree (RFC 6962 hashing) per node (log_id = node id);
+# see rtc_server/records/audit.py
 audit_entries = Table(
     "audit_entries",
     metadata,
+    Column("log_id", String(64), primary_key=True, server_default="main"),
     Column(
         "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
     ),
@@ -112,6 +116,7 @@ audit_entries = Table(
 audit_tree_heads = Table(
     "audit_tree_heads",
     metadata,
+    Column("log_id", String(64), primary_key=True, server_default="main"),
     Column(
         "tree_size",
         BigInteger().with_variant(Integer, "sqlite"),
