@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import io
 import time
 from typing import Any
 
+import aiohttp
+from PIL import Image, ImageDraw
 from playwright.async_api import expect
 
 from rtc_server.keys import ROOMS, SIGNALING
 from tests.helpers import Client
 from tests.web.helpers import WAIT_MS, pass_device_check, wait_video_playing
+
+
+def sample_png() -> bytes:
+    img = Image.new("RGB", (400, 300), (30, 40, 60))
+    ImageDraw.Draw(img).ellipse((120, 80, 280, 220), fill=(200, 200, 210))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 async def test_refusals_languages_and_elderly_mode(
@@ -146,7 +157,8 @@ async def test_host_actions_reach_the_browser(
 async def test_reconnect_restores_media_chat_and_documents(
     live: Any, new_page: Any, shot: Any, requests_seen: Any
 ) -> None:
-    """The server drops one browser's connection: it rejoins with video and chat; then sharing."""
+    """The server drops one browser's connection: it rejoins with video, chat and the open
+    document; then screen sharing and the speaker highlight."""
     room = "r-reco"
     a = await new_page()
     b = await new_page()
@@ -162,6 +174,23 @@ async def test_reconnect_restores_media_chat_and_documents(
     await b.fill("#chat-input", "before the drop")
     await b.click("#chat-send")
     await expect(b.locator(".chat-msg")).to_contain_text("before the drop", timeout=WAIT_MS)
+
+    # a shared image both have open
+    token_a = live.tokens(room, "dr-a", "host", "Dr A")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{live.url}/api/rooms/{room}/documents?name=xray.png",
+            data=sample_png(),
+            headers={"Authorization": f"Bearer {token_a}"},
+        ) as res,
+    ):
+        assert res.status == 201, await res.text()
+    for page in (a, b):
+        await page.locator("#tab-documents").click()
+        await page.locator("#doc-list li[data-doc] button").first.click(timeout=WAIT_MS)
+        await expect(page.locator("#doc-viewer")).to_be_visible(timeout=WAIT_MS)
+    await b.locator("#tab-chat").click()
 
     # drop b's connection from the server side, as a network loss would
     ns = live.app[SIGNALING]
@@ -181,6 +210,15 @@ async def test_reconnect_restores_media_chat_and_documents(
     await b.click("#btn-share")
     await wait_video_playing(a, ".tile[data-key='s:dr-b'] video")
     await expect(a.locator(".tile.speaking")).to_have_count(1, timeout=WAIT_MS)
+    # the document is open again after the reconnect: a's new mark reaches b
+    await a.locator("[data-tool=rect]").click()
+    box = await a.locator("#doc-canvas").bounding_box()
+    assert box is not None
+    await a.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    await a.mouse.down()
+    await a.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.6, steps=4)
+    await a.mouse.up()
+    await expect(b.locator("#mark-list li[data-tool=rect]")).to_have_count(1, timeout=WAIT_MS)
     await shot(b, "15-after-reconnect")
     await shot(a, "16-screen-share")
     assert requests_seen.outside() == []
