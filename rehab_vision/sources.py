@@ -18,14 +18,17 @@ class VideoFileTrack(MediaStreamTrack):
     """Plays a video file as a live video track, paced at ``fps`` (default: the file's).
 
     Decoding runs in a worker thread, a frame at a time, so the event loop is not blocked.
-    ``recv()`` raises :class:`MediaStreamError` at the end (after ``loops`` passes).
+    ``recv()`` raises :class:`MediaStreamError` at the end (after ``loops`` passes). With
+    ``hold``, the first picture repeats until the event is set, then the clip plays.
     """
 
     kind = "video"
 
     def __init__(self, path: str | Path, fps: float | None = None, loops: int = 1,
-                 max_side: int = MAX_SIDE) -> None:
+                 max_side: int = MAX_SIDE, hold: asyncio.Event | None = None) -> None:
         super().__init__()
+        self._hold = hold  # until set, the first frame repeats (the patient waits to start)
+        self._first: av.VideoFrame | None = None
         self._path = str(path)
         self._loops = loops
         self._max_side = max_side
@@ -49,10 +52,15 @@ class VideoFileTrack(MediaStreamTrack):
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        frame = await asyncio.to_thread(next, self._frames, None)
-        if frame is None:
-            self.stop()
-            raise MediaStreamError
+        if self._hold is not None and not self._hold.is_set() and self._first is not None:
+            frame = self._first.reformat()  # a copy: the sender may own the previous one
+        else:
+            frame = await asyncio.to_thread(next, self._frames, None)
+            if frame is None:
+                self.stop()
+                raise MediaStreamError
+            if self._first is None and self._hold is not None:
+                self._first = frame.reformat()
         if self._start is None:
             self._start = time.monotonic()
         due = self._start + self._n / self.fps

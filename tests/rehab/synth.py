@@ -13,23 +13,39 @@ from rehab_vision.specs import ExerciseSpec, resolve
 
 # World coordinates in metres, hip-centred, y down, -z towards the camera; "left" is +x.
 _BASE = {
-    "nose": (0, -0.62, -0.08), "left_eye_inner": (0.02, -0.66, -0.07),
-    "left_eye": (0.035, -0.66, -0.07), "left_eye_outer": (0.05, -0.66, -0.06),
-    "right_eye_inner": (-0.02, -0.66, -0.07), "right_eye": (-0.035, -0.66, -0.07),
-    "right_eye_outer": (-0.05, -0.66, -0.06), "left_ear": (0.08, -0.64, 0.0),
-    "right_ear": (-0.08, -0.64, 0.0), "mouth_left": (0.025, -0.58, -0.07),
+    "nose": (0, -0.62, -0.08),
+    "left_eye_inner": (0.02, -0.66, -0.07),
+    "left_eye": (0.035, -0.66, -0.07),
+    "left_eye_outer": (0.05, -0.66, -0.06),
+    "right_eye_inner": (-0.02, -0.66, -0.07),
+    "right_eye": (-0.035, -0.66, -0.07),
+    "right_eye_outer": (-0.05, -0.66, -0.06),
+    "left_ear": (0.08, -0.64, 0.0),
+    "right_ear": (-0.08, -0.64, 0.0),
+    "mouth_left": (0.025, -0.58, -0.07),
     "mouth_right": (-0.025, -0.58, -0.07),
-    "left_shoulder": (0.18, -0.5, 0), "right_shoulder": (-0.18, -0.5, 0),
-    "left_elbow": (0.2, -0.22, 0), "right_elbow": (-0.2, -0.22, 0),
-    "left_wrist": (0.21, 0.03, -0.03), "right_wrist": (-0.21, 0.03, -0.03),
-    "left_pinky": (0.22, 0.1, -0.03), "right_pinky": (-0.22, 0.1, -0.03),
-    "left_index": (0.21, 0.11, -0.04), "right_index": (-0.21, 0.11, -0.04),
-    "left_thumb": (0.2, 0.08, -0.05), "right_thumb": (-0.2, 0.08, -0.05),
-    "left_hip": (0.1, 0, 0), "right_hip": (-0.1, 0, 0),
-    "left_knee": (0.1, 0.45, -0.03), "right_knee": (-0.1, 0.45, -0.03),
-    "left_ankle": (0.1, 0.88, 0), "right_ankle": (-0.1, 0.88, 0),
-    "left_heel": (0.1, 0.92, 0.05), "right_heel": (-0.1, 0.92, 0.05),
-    "left_foot_index": (0.1, 0.93, -0.12), "right_foot_index": (-0.1, 0.93, -0.12),
+    "left_shoulder": (0.18, -0.5, 0),
+    "right_shoulder": (-0.18, -0.5, 0),
+    "left_elbow": (0.2, -0.22, 0),
+    "right_elbow": (-0.2, -0.22, 0),
+    "left_wrist": (0.21, 0.03, -0.03),
+    "right_wrist": (-0.21, 0.03, -0.03),
+    "left_pinky": (0.22, 0.1, -0.03),
+    "right_pinky": (-0.22, 0.1, -0.03),
+    "left_index": (0.21, 0.11, -0.04),
+    "right_index": (-0.21, 0.11, -0.04),
+    "left_thumb": (0.2, 0.08, -0.05),
+    "right_thumb": (-0.2, 0.08, -0.05),
+    "left_hip": (0.1, 0, 0),
+    "right_hip": (-0.1, 0, 0),
+    "left_knee": (0.1, 0.45, -0.03),
+    "right_knee": (-0.1, 0.45, -0.03),
+    "left_ankle": (0.1, 0.88, 0),
+    "right_ankle": (-0.1, 0.88, 0),
+    "left_heel": (0.1, 0.92, 0.05),
+    "right_heel": (-0.1, 0.92, 0.05),
+    "left_foot_index": (0.1, 0.93, -0.12),
+    "right_foot_index": (-0.1, 0.93, -0.12),
 }
 
 
@@ -64,15 +80,22 @@ def set_angle(w: np.ndarray, spec: ExerciseSpec, side: str, deg: float) -> np.nd
     return w
 
 
-def reps_curve(n: int, rest: float, peak: float, period: float = 2.5, fps: float = 30.0,
-               lead: float = 1.5) -> np.ndarray:
+def reps_curve(
+    n: int, rest: float, peak: float, period: float = 2.5, fps: float = 30.0, lead: float = 1.5
+) -> np.ndarray:
     t = np.arange(0, lead + n * period + lead, 1 / fps)
     phase = np.clip((t - lead) / period, 0, n)
     return rest + (peak - rest) * 0.5 * (1 - np.cos(2 * math.pi * phase))
 
 
-def exercise_sequence(spec: ExerciseSpec, n: int, sides: tuple[str, ...] = ("left", "right"),
-                      depth: float = 1.0, seed: int = 0, fps: float = 30.0) -> PoseSequence:
+def exercise_sequence(
+    spec: ExerciseSpec,
+    n: int,
+    sides: tuple[str, ...] = ("left", "right"),
+    depth: float = 1.0,
+    seed: int = 0,
+    fps: float = 30.0,
+) -> PoseSequence:
     """``n`` reps from the spec's rest angle to ``depth`` of the way to its target."""
     seated = spec.name in ("knee_extension", "sit_to_stand")
     base = base_world(seated)

@@ -28,8 +28,15 @@ def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, 
 
 def test_json_from_landmarks(capsys: pytest.CaptureFixture[str]) -> None:
     clip = entry("vengaza_squats")
-    rc, out, err = run_main(capsys, str(DATA / clip["video"]), "--exercise", "squat", "--json",
-                            "--landmarks", str(DATA / clip["poses"]))
+    rc, out, err = run_main(
+        capsys,
+        str(DATA / clip["video"]),
+        "--exercise",
+        "squat",
+        "--json",
+        "--landmarks",
+        str(DATA / clip["poses"]),
+    )
     assert rc == 0, err
     res = json.loads(out.strip().splitlines()[-1])
     assert res["exercise"] == "squat"
@@ -44,16 +51,17 @@ def test_json_from_landmarks(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_human_output(capsys: pytest.CaptureFixture[str]) -> None:
     clip = entry("sagor_elbow_flexion")
-    rc, out, _ = run_main(capsys, "x.mp4", "--exercise", "elbow_flexion",
-                          "--landmarks", str(DATA / clip["poses"]))
+    rc, out, _ = run_main(
+        capsys, "x.mp4", "--exercise", "elbow_flexion", "--landmarks", str(DATA / clip["poses"])
+    )
     assert rc == 0
     assert out.startswith("elbow_flexion: 6 reps")
 
 
-@pytest.mark.parametrize("case", ["unknown-exercise", "missing-video", "not-a-video",
-                                  "bad-landmarks"])
-def test_errors_are_clear(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                          case: str) -> None:
+@pytest.mark.parametrize(
+    "case", ["unknown-exercise", "missing-video", "not-a-video", "bad-landmarks"]
+)
+def test_errors_are_clear(capsys: pytest.CaptureFixture[str], tmp_path: Path, case: str) -> None:
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"this is not a video" * 100)
     args: dict[str, list[str]] = {
@@ -67,9 +75,12 @@ def test_errors_are_clear(capsys: pytest.CaptureFixture[str], tmp_path: Path,
     assert out == ""
     assert err.startswith("score-video: error: ")
     assert "Traceback" not in err
-    expected = {"unknown-exercise": "unknown exercise 'jumping_jacks'",
-                "missing-video": "video not found", "not-a-video": "cannot open video",
-                "bad-landmarks": "cannot read landmarks file"}[case]
+    expected = {
+        "unknown-exercise": "unknown exercise 'jumping_jacks'",
+        "missing-video": "video not found",
+        "not-a-video": "cannot open video",
+        "bad-landmarks": "cannot read landmarks file",
+    }[case]
     assert expected in err
 
 
@@ -99,8 +110,17 @@ def test_add_parser_wires_into_a_host_cli(capsys: pytest.CaptureFixture[str]) ->
     sub = parser.add_subparsers(dest="command", required=True)
     cli.add_parser(sub)
     clip = entry("postop_squat")
-    args = parser.parse_args(["score-video", "v.mp4", "--exercise", "squat", "--json",
-                              "--landmarks", str(DATA / clip["poses"])])
+    args = parser.parse_args(
+        [
+            "score-video",
+            "v.mp4",
+            "--exercise",
+            "squat",
+            "--json",
+            "--landmarks",
+            str(DATA / clip["poses"]),
+        ]
+    )
     assert args.func(args) == 0
     res: dict[str, Any] = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert res["reps"] == clip["reps"]
@@ -109,13 +129,33 @@ def test_add_parser_wires_into_a_host_cli(capsys: pytest.CaptureFixture[str]) ->
 def test_module_entry_point_subprocess() -> None:
     clip = entry("medflex_squat")
     proc = subprocess.run(
-        [sys.executable, "-m", "rehab_vision.cli", "score-video", str(DATA / clip["video"]),
-         "--exercise", "squat", "--json", "--landmarks", str(DATA / clip["poses"])],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+        [
+            sys.executable,
+            "-m",
+            "rehab_vision.cli",
+            "score-video",
+            str(DATA / clip["video"]),
+            "--exercise",
+            "squat",
+            "--json",
+            "--landmarks",
+            str(DATA / clip["poses"]),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1])["reps"] == clip["reps"]
     bad = subprocess.run(
         [sys.executable, "-m", "rehab_vision.cli", "score-video", "x.mp4", "--exercise", "yoga"],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and "unknown exercise" in bad.stderr

@@ -10,8 +10,9 @@ from rehab_vision.counter import CounterConfig, RepCounter
 from rehab_vision.filters import OneEuroFilter
 
 
-def wave(n_reps: int, period: float = 2.0, amp: float = 90.0, fps: float = 30.0,
-         rest: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+def wave(
+    n_reps: int, period: float = 2.0, amp: float = 90.0, fps: float = 30.0, rest: float = 2.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Depth signal: rest, then ``n_reps`` raised-cosine bumps, then rest."""
     t = np.arange(0, rest + n_reps * period + rest, 1 / fps)
     x = np.zeros_like(t)

@@ -39,8 +39,9 @@ def test_missing_pose_is_none() -> None:
 
 def test_roundtrip(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    seq = PoseSequence(lm=rng.random((5, 33, 8), dtype=np.float32), fps=25.0,
-                       frame_size=(360, 640), ms=np.ones(5))
+    seq = PoseSequence(
+        lm=rng.random((5, 33, 8), dtype=np.float32), fps=25.0, frame_size=(360, 640), ms=np.ones(5)
+    )
     save_npz(tmp_path / "x.npz", seq)
     back = load_npz(tmp_path / "x.npz")
     np.testing.assert_array_equal(back.lm, seq.lm)

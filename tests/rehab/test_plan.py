@@ -9,10 +9,14 @@ from rehab_vision.plan import PlanItem, PlanRunner, PlanStateError, RehabPlan
 
 
 def plan() -> RehabPlan:
-    return RehabPlan(title="Knee week 2", rest_between_exercises_s=90, items=(
-        PlanItem(exercise="squat", sets=2, reps=3, rest_s=30, instructions="slowly"),
-        PlanItem(exercise="knee_extension", side="left", sets=1, reps=2),
-    ))
+    return RehabPlan(
+        title="Knee week 2",
+        rest_between_exercises_s=90,
+        items=(
+            PlanItem(exercise="squat", sets=2, reps=3, rest_s=30, instructions="slowly"),
+            PlanItem(exercise="knee_extension", side="left", sets=1, reps=2),
+        ),
+    )
 
 
 def kinds(events: list) -> list[str]:
@@ -34,8 +38,7 @@ def test_walk_through_a_plan() -> None:
     assert r.rest_remaining(50.0) == pytest.approx(90.0)  # between exercises
     assert kinds(r.tick(140.0)) == ["rest_over", "set_started"]
     assert r.current.exercise == "knee_extension"
-    assert kinds(r.reps_done(2, 150.0)) == ["set_complete", "exercise_complete",
-                                             "plan_complete"]
+    assert kinds(r.reps_done(2, 150.0)) == ["set_complete", "exercise_complete", "plan_complete"]
     assert r.state == "done"
     assert r.adherence()["adherence"] == 1.0
 

@@ -66,9 +66,16 @@ def test_rom_and_tempo_components() -> None:
 
 def _frames(spec_name: str, **over: Any) -> list[FrameMeasures]:
     base = FrameMeasures(
-        t=0.0, angle={"left": 170.0, "right": 170.0}, vis={"left": 1.0, "right": 1.0},
-        trunk_lean=10.0, trunk_lateral=2.0, knee_ratio=1.0, shoulder_gap={}, upper_arm={},
-        frontal=True)
+        t=0.0,
+        angle={"left": 170.0, "right": 170.0},
+        vis={"left": 1.0, "right": 1.0},
+        trunk_lean=10.0,
+        trunk_lateral=2.0,
+        knee_ratio=1.0,
+        shoulder_gap={},
+        upper_arm={},
+        frontal=True,
+    )
     out = []
     for i, a in enumerate(np.concatenate([np.linspace(170, 90, 20), np.linspace(90, 170, 20)])):
         out.append(dataclasses.replace(base, t=i * 0.1, angle={"left": a, "right": a}, **over))
@@ -98,9 +105,12 @@ def test_knee_valgus_only_in_frontal_view() -> None:
 
 def test_asymmetry_fault() -> None:
     spec = get_spec("squat")
-    frames = [dataclasses.replace(f, angle={"left": f.angle["left"],
-                                            "right": 170 - (170 - f.angle["right"]) * 0.5})
-              for f in _frames("squat")]
+    frames = [
+        dataclasses.replace(
+            f, angle={"left": f.angle["left"], "right": 170 - (170 - f.angle["right"]) * 0.5}
+        )
+        for f in _frames("squat")
+    ]
     res = score_rep(spec, frames, ("left", "right"), 170, 110, 4.0)
     assert "even_sides" in {f.cue for f in res.faults}
     assert res.components["symmetry"] < 100

@@ -11,8 +11,15 @@ from rehab_vision.cues import CueLimiter, cue_text, cue_texts
 from rehab_vision.models import RehabSessionStart
 from rehab_vision.specs import ExerciseSpec, UnknownExerciseError, get_spec, load_specs
 
-REQUIRED = {"squat", "lunge", "elbow_flexion", "shoulder_abduction", "knee_extension",
-            "sit_to_stand", "hip_abduction"}
+REQUIRED = {
+    "squat",
+    "lunge",
+    "elbow_flexion",
+    "shoulder_abduction",
+    "knee_extension",
+    "sit_to_stand",
+    "hip_abduction",
+}
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -46,8 +53,9 @@ def test_unknown_exercise() -> None:
 def test_bad_spec_is_rejected() -> None:
     good = get_spec("squat").model_dump(by_alias=True)
     with pytest.raises(ValidationError, match="unknown landmark"):
-        ExerciseSpec.model_validate({**good, "angle": {"name": "x", "joints": ["hip", "nape",
-                                                                                "ankle"]}})
+        ExerciseSpec.model_validate(
+            {**good, "angle": {"name": "x", "joints": ["hip", "nape", "ankle"]}}
+        )
     with pytest.raises(ValidationError, match="target must lie beyond rest"):
         ExerciseSpec.model_validate({**good, "target_deg": 160})
     with pytest.raises(ValidationError):
@@ -57,8 +65,11 @@ def test_bad_spec_is_rejected() -> None:
 def test_reversed_spec_swaps_ends_and_phases() -> None:
     elbow = get_spec("elbow_flexion")
     rev = elbow.reversed()
-    assert (rev.rest_deg, rev.target_deg, rev.direction) == (elbow.target_deg, elbow.rest_deg,
-                                                             "extend")
+    assert (rev.rest_deg, rev.target_deg, rev.direction) == (
+        elbow.target_deg,
+        elbow.rest_deg,
+        "extend",
+    )
     assert rev.phases.rest == elbow.phases.peak
     assert rev.rom_cue == "straighten_elbow"
 

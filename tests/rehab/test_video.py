@@ -50,9 +50,22 @@ def test_model_reproduces_the_recorded_landmarks() -> None:
 def test_score_video_cli_on_the_real_video() -> None:
     clip = entry("postop_squat")
     proc = subprocess.run(
-        [sys.executable, "-m", "rehab_vision.cli", "score-video", str(DATA / clip["video"]),
-         "--exercise", "squat", "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=110, check=False)
+        [
+            sys.executable,
+            "-m",
+            "rehab_vision.cli",
+            "score-video",
+            str(DATA / clip["video"]),
+            "--exercise",
+            "squat",
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout.splitlines()[-1])
     assert res["reps"] == clip["reps"]

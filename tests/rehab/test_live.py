@@ -1,0 +1,111 @@
+"""Rehab through the real server: a patient publishes a labelled clip over the SFU, a clinician
+starts a session over signaling, the room gets rehab:update rep events, the report lands in
+the consult record."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from rehab_vision.service import REHAB
+from rehab_vision.sources import VideoFileTrack
+from rtc_server.keys import RECORD_CONTRIBUTORS, RECORDS
+from rtc_server.media.client import MediaClient
+from rtc_server.records.consult_record import gather_record, to_fhir_bundle
+
+from .conftest import DATA, entry
+
+RTC_EVENTS = ("rtc:config", "rtc:offer", "rtc:track_published", "rtc:track_unpublished",
+              "rtc:track_muted", "rtc:active_speaker", "rtc:disconnected")
+
+
+def bridge(client: Any, identity: str) -> MediaClient:
+    """An aiortc media client whose signaling goes through a joined Socket.IO client."""
+
+    async def request(event: str, data: dict[str, Any]) -> dict[str, Any]:
+        ack = await client.call(event, data)
+        if not ack.get("ok"):
+            raise RuntimeError(f"{event} refused: {ack}")
+        return ack
+
+    media = MediaClient(identity, request, decode=False)
+    for event in RTC_EVENTS:
+        client.sio.on(event, lambda data=None, _e=event: media.deliver(_e, data))
+    return media
+
+
+async def test_start_errors(live: Any, connect: Any) -> None:
+    doc = await connect("rehab-e", "dr-a", "host")
+    ack = await doc.call("rehab:start", {"exercise": "squat"})
+    assert ack["ok"] is False and ack["error"]["code"] == "invalid_payload"  # no patient here
+    ack = await doc.call("rehab:start", {"exercise": "squat", "patient_identity": "pat"})
+    assert ack["ok"] is False and ack["error"]["code"] == "not_found"  # no camera published
+    ack = await doc.call("rehab:start", {"exercise": "zumba", "patient_identity": "pat"})
+    assert ack["ok"] is False and ack["error"]["code"] == "invalid_payload"
+    ack = await doc.call("rehab:stop", {"session_id": "nope"})
+    assert ack["ok"] is False and ack["error"]["code"] == "not_found"
+    assert live.app[REHAB].sessions == {}
+
+
+@pytest.mark.slow
+async def test_live_session_counts_reps_of_a_published_clip(live: Any, connect: Any) -> None:
+    clip = entry("postop_squat")
+    room = "rehab-live"
+    doc = await connect(room, "dr-a", "host")
+    patient = await connect(room, "pat-1", "patient", join=False)
+    media = bridge(patient, "pat-1")
+    try:
+        joined = await patient.call("join", {})
+        if joined.get("status") == "waiting":
+            assert (await doc.call("lobby:admit", {"identity": "pat-1"}))["ok"]
+        await media.wait_event(lambda ev, p: ev == "rtc:config" and p["can_publish"], 20)
+        # the first picture repeats until the session runs, then the clip plays in real time
+        go = asyncio.Event()
+        await media.publish({"camera": VideoFileTrack(DATA / clip["video"], hold=go)})
+        await doc.next("rtc:track_published", timeout=20)
+        ack = await doc.call("rehab:start", {"exercise": "squat", "target_reps": 4})
+        assert ack["ok"], ack
+        assert ack["patient"] == "pat-1"
+        session_id = ack["session_id"]
+        started = await patient.next("rehab:started", timeout=10)
+        assert started["session_id"] == session_id
+        run = live.app[REHAB].sessions[session_id]
+
+        def diag() -> str:
+            tap = run.tap
+            return (f"agent {run.agent.stats.summary()}, tap decoded {tap.frames_decoded} "
+                    f"returned {tap.frames_returned} dropped {tap.frames_dropped}")
+
+        try:  # the agent gets pictures: start the clip
+            await doc.next("rehab:update", timeout=30)
+        except TimeoutError:
+            pytest.fail(f"no rehab:update: {diag()}")
+        go.set()
+        for n in (1, 2, 3, 4):
+            try:
+                up = await doc.next("rehab:update", lambda u: u["rep_detail"] is not None,
+                                    timeout=60)
+            except TimeoutError:
+                pytest.fail(f"rep {n} never came: {diag()}")
+            assert up["rep"] == n and up["session_id"] == session_id
+        assert up["set_complete"] is True
+        again = await doc.call("rehab:start", {"exercise": "squat", "patient_identity": "pat-1"})
+        assert again["ok"] is False and again["error"]["code"] == "conflict"
+        stop = await doc.call("rehab:stop", {"session_id": session_id})
+        assert stop["ok"], stop
+        report = stop["report"]
+        assert report["reps"] == clip["reps"] == 4
+        assert report["end_reason"] == "stopped" and report["patient"] == "pat-1"
+        assert (await patient.next("rehab:report", timeout=10))["session_id"] == session_id
+        # no rep event beyond the clip's four
+        assert not [u for u in doc.drain("rehab:update") if u["rep_detail"] and u["rep"] > 4]
+    finally:
+        await media.close()
+    record = await gather_record(live.app[RECORDS], room, live.app[RECORD_CONTRIBUTORS])
+    bundle = to_fhir_bundle(record)
+    obs = [e["resource"] for e in bundle["entry"]
+           if e["resource"]["resourceType"] == "Observation"]
+    assert len(obs) == 1
+    assert obs[0]["component"][0]["valueQuantity"]["value"] == 4
