@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from playwright.async_api import expect
@@ -61,3 +62,24 @@ async def pass_device_check(page: Any, url: str) -> None:
         "() => Number(document.querySelector('#mic-meter').dataset.peak || 0) > 0",
         timeout=WAIT_MS,
     )
+
+
+AXE = (
+    Path(__file__).resolve().parents[2] / "web_client" / "node_modules" / "axe-core" / "axe.min.js"
+)
+
+
+async def accessibility_violations(page: Any) -> list[str]:
+    """WCAG 2 A/AA violations axe-core finds on the page (the local devDependency, injected
+    through the debugging protocol, so the page's CSP is untouched)."""
+    if not await page.evaluate("() => typeof window.axe !== 'undefined'"):
+        await page.evaluate(AXE.read_text(encoding="utf-8"))
+    result = await page.evaluate(
+        """async () => {
+          const only = {type: 'tag', values: ['wcag2a', 'wcag2aa']};
+          const r = await axe.run(document, {runOnly: only});
+          return r.violations.map(v => `${v.id} (${v.impact}): ` +
+            v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', '));
+        }"""
+    )
+    return list(result)

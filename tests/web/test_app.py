@@ -7,7 +7,12 @@ from typing import Any
 
 from playwright.async_api import expect
 
-from tests.web.helpers import WAIT_MS, pass_device_check, wait_video_playing
+from tests.web.helpers import (
+    WAIT_MS,
+    accessibility_violations,
+    pass_device_check,
+    wait_video_playing,
+)
 
 
 def ct_small() -> Path:
@@ -20,6 +25,7 @@ def ct_small() -> Path:
 async def test_consult_flow(live: Any, new_page: Any, shot: Any, requests_seen: Any) -> None:
     """Patient waits with a card, doctor admits; video both ways; chat; annotation; mute; end."""
     room = "consult-1"
+    a11y: dict[str, list[str]] = {}
     doctor = await new_page()
     patient = await new_page()
     doctor_url = f"{live.url}/join?token={live.tokens(room, 'dr-wang', 'host', 'Dr Wang')}"
@@ -28,6 +34,7 @@ async def test_consult_flow(live: Any, new_page: Any, shot: Any, requests_seen: 
     # patient: device check, then the waiting room with a pre-consult card
     await pass_device_check(patient, patient_url)
     await shot(patient, "01-device-check")
+    a11y["01-device-check"] = await accessibility_violations(patient)
     await patient.click("#join-btn")
     await expect(patient.locator("#screen-waiting")).to_be_visible(timeout=WAIT_MS)
     await expect(patient.locator("#queue-position")).to_contain_text("1", timeout=WAIT_MS)
@@ -40,6 +47,7 @@ async def test_consult_flow(live: Any, new_page: Any, shot: Any, requests_seen: 
     await expect(patient.locator("#card-result")).to_have_class("form-result ok", timeout=WAIT_MS)
     await expect(patient.locator(".edu-item").first).to_be_visible(timeout=WAIT_MS)
     await shot(patient, "02-waiting-room")
+    a11y["02-waiting-room"] = await accessibility_violations(patient)
 
     # doctor: joins directly and sees the patient's card in the lobby
     await pass_device_check(doctor, doctor_url)
@@ -49,6 +57,7 @@ async def test_consult_flow(live: Any, new_page: Any, shot: Any, requests_seen: 
     await expect(entry).to_contain_text("Knee pain after surgery", timeout=WAIT_MS)
     await expect(entry).to_contain_text("BP 130/85")
     await shot(doctor, "03-doctor-lobby")
+    a11y["03-doctor-lobby"] = await accessibility_violations(doctor)
     await entry.locator("[data-action=admit]").click()
 
     # patient is in the call; each side shows the other's video playing
@@ -69,6 +78,7 @@ async def test_consult_flow(live: Any, new_page: Any, shot: Any, requests_seen: 
     reply = patient.locator(".chat-msg", has_text="how is the knee")
     await expect(reply.locator(".quote")).to_contain_text("Hello doctor", timeout=WAIT_MS)
     await shot(patient, "04-patient-call-chat")
+    a11y["04-patient-call-chat"] = await accessibility_violations(patient)
 
     # host mute reaches the patient's browser
     await doctor.locator("#tab-people").click()
@@ -103,6 +113,7 @@ async def test_consult_flow(live: Any, new_page: Any, shot: Any, requests_seen: 
     await expect(mark.locator(".measurement")).to_contain_text("mm", timeout=WAIT_MS)
     await expect(mark).to_have_attribute("data-author", "dr-wang")
     await shot(doctor, "05-doctor-mdt")
+    a11y["05-doctor-mdt"] = await accessibility_violations(doctor)
     await shot(patient, "06-patient-mdt")
     async with doctor.expect_download(timeout=WAIT_MS) as download:
         await doctor.click("#export-png")
@@ -114,7 +125,9 @@ async def test_consult_flow(live: Any, new_page: Any, shot: Any, requests_seen: 
     await doctor.click("#btn-end")
     await expect(patient.locator("#screen-ended")).to_be_visible(timeout=WAIT_MS)
     await shot(patient, "07-ended")
+    a11y["07-ended"] = await accessibility_violations(patient)
 
+    assert {k: v for k, v in a11y.items() if v} == {}
     assert requests_seen.urls, "no requests recorded"
     assert requests_seen.outside() == []
     assert doctor.js_errors == [] and patient.js_errors == []

@@ -12,7 +12,12 @@ from playwright.async_api import expect
 
 from rtc_server.keys import SIGNALING
 from tests.helpers import Client
-from tests.web.helpers import WAIT_MS, pass_device_check, wait_video_playing
+from tests.web.helpers import (
+    WAIT_MS,
+    accessibility_violations,
+    pass_device_check,
+    wait_video_playing,
+)
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "rehab"
 CLIP = DATA / "videos" / "postop_squat.mp4"  # frontal squats, 640x480, 20 fps, 4 reps
@@ -86,6 +91,8 @@ async def test_patient_sees_the_server_rep_count(
         await expect(doctor.locator("#rehab-reps")).not_to_have_text("0 / 10", timeout=WAIT_MS)
         await shot(patient, "20-rehab-patient")
         await shot(doctor, "21-rehab-doctor")
+        assert await accessibility_violations(patient) == []
+        assert await accessibility_violations(doctor) == []
         await doctor.click("#rehab-stop")
         report = await observer.next("rehab:report", timeout=30)
         assert report["reps"] >= 2

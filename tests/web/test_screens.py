@@ -12,7 +12,12 @@ from playwright.async_api import expect
 
 from rtc_server.keys import ROOMS, SIGNALING
 from tests.helpers import Client
-from tests.web.helpers import WAIT_MS, pass_device_check, wait_video_playing
+from tests.web.helpers import (
+    WAIT_MS,
+    accessibility_violations,
+    pass_device_check,
+    wait_video_playing,
+)
 
 
 def sample_png() -> bytes:
@@ -37,6 +42,7 @@ async def test_refusals_languages_and_elderly_mode(
     await expect(page.locator("#message-body")).to_contain_text("expired")
     await expect(page.locator("#server-message")).to_have_attribute("data-code", "token_expired")
     await shot(page, "10-refused-expired")
+    assert await accessibility_violations(page) == [], "10-refused-expired"
 
     # zh-CN, elderly mode on a phone-sized screen, spoken prompts
     phone = await new_page(width=390, height=844, is_mobile=True, has_touch=True)
@@ -48,12 +54,14 @@ async def test_refusals_languages_and_elderly_mode(
     await phone.click("#elderly-switch")
     await expect(phone.locator("body")).to_have_class("elderly")
     await shot(phone, "11-device-check-zh-elderly-phone")
+    assert await accessibility_violations(phone) == [], "11-device-check-zh-elderly-phone"
     await phone.click("#join-btn")
     await expect(phone.locator("#queue-position")).to_have_text("您排在第 1 位", timeout=WAIT_MS)
     spoken = await phone.evaluate("window.__tcLastSpoken")
     assert spoken and spoken["lang"] == "zh-CN" and "候诊室" in spoken["text"]
     await expect(phone.locator(".edu-item h3").first).to_have_text("视频问诊前的准备")
     await shot(phone, "12-waiting-zh-elderly-phone")
+    assert await accessibility_violations(phone) == [], "12-waiting-zh-elderly-phone"
     # keyboard: the card form is reachable and submits with the keyboard alone
     await phone.focus("textarea[name=chief_complaint]")
     await phone.keyboard.type("头晕")
@@ -71,6 +79,7 @@ async def test_refusals_languages_and_elderly_mode(
         await expect(phone.locator("#btn-mute")).to_have_text("静音")
         await expect(phone.locator(".participant[data-identity=dr-qian]")).to_contain_text("主持人")
         await shot(phone, "17-call-zh-elderly-phone")
+        assert await accessibility_violations(phone) == [], "17-call-zh-elderly-phone"
     finally:
         await host.close()
 
@@ -124,12 +133,14 @@ async def test_host_actions_reach_the_browser(
             "keep your camera on", timeout=WAIT_MS
         )
         await shot(page, "13-patient-call-locked")
+        assert await accessibility_violations(page) == [], "13-patient-call-locked"
 
         # recording needs the patient's consent, asked in the browser
         started = await host.call("record:start", {"reason": "teaching file"})
         assert started["ok"], started
         await expect(page.locator("#consent-prompt")).to_contain_text("Dr Zhao", timeout=WAIT_MS)
         await shot(page, "18-recording-consent")
+        assert await accessibility_violations(page) == [], "18-recording-consent"
         await page.click("#consent-yes")
         await host.next("record:state", where=lambda st: "pat-3" in st.get("consented", []))
         await expect(page.locator("#rec-badge")).to_contain_text("you agreed", timeout=WAIT_MS)

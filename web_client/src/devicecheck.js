@@ -62,7 +62,7 @@ export class DeviceCheck {
   render() {
     const root = clear(this.root);
     this.video = h("video", { id: "preview", autoplay: true, muted: true, playsInline: true, "aria-hidden": "true" });
-    this.meter = h("div", { class: "meter", role: "meter", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": "0", id: "mic-meter" }, h("div", { class: "meter-fill" }));
+    this.meter = h("div", { class: "meter", role: "meter", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": "0", id: "mic-meter", i18nAttr: { "aria-label": "check_microphone" } }, h("div", { class: "meter-fill" }));
     this.joinBtn = button("join_now", () => this.finish(), { class: "primary big", id: "join-btn", disabled: true });
     this.selects = {
       camera: h("select", { id: "select-camera", hidden: true, i18nAttr: { "aria-label": "check_camera" }, onchange: (e) => this.choose("camera", e.target.value) }),
