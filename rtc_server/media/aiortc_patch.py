@@ -98,6 +98,28 @@ def negotiated_codec(transceiver: RTCRtpTransceiver) -> RTCRtpCodecParameters | 
     return None
 
 
+def enlarge_receive_buffers(pc: RTCPeerConnection, size: int) -> None:
+    """Raise SO_RCVBUF of ``pc``'s ICE sockets (after gathering) to absorb event-loop stalls.
+
+    asyncio reads one datagram per socket per loop iteration; while the loop is busy (DTLS
+    handshakes, a burst of keyframes, a CPU-starved process) packets wait in the kernel, and
+    aioice's 256 kB buffer overflows after ~0.2 s of video. The kernel caps the value at
+    ``net.core.rmem_max`` (raise it on the server, see docs/operations-media.md).
+    """
+    for transceiver in pc.getTransceivers():
+        gatherer = transceiver.receiver.transport.transport.iceGatherer
+        for protocol in getattr(gatherer._connection, "_protocols", []):
+            transport = getattr(protocol, "transport", None)
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if sock is None:
+                continue
+            try:
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < size:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+            except OSError:
+                pass
+
+
 class PortRange:
     """Hands out UDP ports from ``[low, high]``, round robin; the OS arbitrates conflicts."""
 

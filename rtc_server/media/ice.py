@@ -16,7 +16,7 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
-from .aiortc_patch import PortRange, restrict_ice_ports
+from .aiortc_patch import PortRange, enlarge_receive_buffers, restrict_ice_ports
 from .settings import MediaSettings
 
 _CANDIDATE_RE = re.compile(
@@ -77,6 +77,10 @@ class IcePolicy:
 
     def before_gathering(self, pc: RTCPeerConnection) -> None:
         restrict_ice_ports(pc, self.ports, self.settings.bind_addresses)
+
+    def after_gathering(self, pc: RTCPeerConnection) -> None:
+        if self.settings.udp_receive_buffer_bytes:
+            enlarge_receive_buffers(pc, self.settings.udp_receive_buffer_bytes)
 
     def outgoing_sdp(self, sdp: str) -> str:
         return announce(sdp, self.settings.announced_address)

@@ -130,6 +130,7 @@ class PeerSession:
             answer = await pc.createAnswer()
             self.room.ice.before_gathering(pc)
             await pc.setLocalDescription(answer)
+            self.room.ice.after_gathering(pc)
             sdp = self.room.ice.outgoing_sdp(pc.localDescription.sdp)
         for source in gone:
             await self.room.unpublish(self.identity, source, "unpublished")
@@ -256,6 +257,7 @@ class PeerSession:
             offer = await pc.createOffer()
             self.room.ice.before_gathering(pc)
             await pc.setLocalDescription(offer)
+            self.room.ice.after_gathering(pc)
             self._offer_id += 1
             self._awaiting = self._offer_id
             self._offered = [s for s in offered if s.transceiver and s.transceiver.mid]

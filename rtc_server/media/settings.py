@@ -30,6 +30,8 @@ class MediaSettings(BaseModel):
     # Address written into the server's ICE host candidates instead of the bound one
     # (public or NAT-mapped IP, as LiveKit's node_ip / mediasoup's announcedAddress).
     announced_address: str | None = None
+    # SO_RCVBUF of the server's media sockets (capped by net.core.rmem_max; 0: aioice's 256 kB)
+    udp_receive_buffer_bytes: int = Field(default=4 * 1024 * 1024, ge=0, le=64 * 1024 * 1024)
     # STUN/TURN servers for the clients. Empty by default: hospital networks are closed.
     ice_servers: list[IceServer] = Field(default_factory=list)
     # coturn "use-auth-secret" shared secret: TURN entries get REST credentials minted per join.

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import re
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -17,6 +18,7 @@ from rtc_server.media.settings import IceServer, MediaSettings
 
 from .conftest import Harness, wait_for
 
+RMEM_MAX = int(Path("/proc/sys/net/core/rmem_max").read_text())
 CANDIDATE = re.compile(r"a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ host")
 
 
@@ -99,3 +101,24 @@ def test_settings_reject_half_a_port_range() -> None:
         MediaSettings(udp_port_min=40000)
     with pytest.raises(ValidationError):
         MediaSettings(udp_port_min=41000, udp_port_max=40000)
+
+
+async def test_server_media_sockets_get_the_configured_receive_buffer() -> None:
+    import socket
+
+    size = 1024 * 1024
+    harness = Harness(RoomMedia("r", MediaSettings(udp_receive_buffer_bytes=size)))
+    try:
+        alice = await harness.join("alice", subscribe=False)
+        await alice.publish({"camera": SyntheticVideoTrack()})
+        pc = harness.room.sessions["alice"].pub_pc
+        assert pc is not None
+        gatherer = pc.getTransceivers()[0].receiver.transport.transport.iceGatherer
+        socks = [p.transport.get_extra_info("socket") for p in gatherer._connection._protocols]
+        rmem_max = RMEM_MAX
+        want = min(size, rmem_max)
+        assert socks and all(
+            s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= want for s in socks
+        )
+    finally:
+        await harness.close()
