@@ -79,6 +79,16 @@ async def test_refusals_languages_and_elderly_mode(
         await expect(phone.locator("#btn-mute")).to_have_text("静音")
         await expect(phone.locator(".participant[data-identity=dr-qian]")).to_contain_text("主持人")
         await shot(phone, "17-call-zh-elderly-phone")
+        # Enter that confirms a Chinese IME composition does not send; a plain Enter does
+        await phone.locator("#tab-chat").click()
+        await phone.fill("#chat-input", "你好")
+        await phone.dispatch_event(
+            "#chat-input", "keydown", {"key": "Enter", "isComposing": True, "bubbles": True}
+        )
+        await expect(phone.locator("#chat-input")).to_have_value("你好")
+        await phone.press("#chat-input", "Enter")
+        await host.next("chat:message", where=lambda m: m["text"] == "你好")
+        await expect(phone.locator("#chat-input")).to_have_value("")
         assert await accessibility_violations(phone) == [], "17-call-zh-elderly-phone"
     finally:
         await host.close()

@@ -412,7 +412,9 @@ export class CallView {
     this.replyBar = h("div", { class: "reply-bar", hidden: true });
     this.chatInput = h("textarea", { id: "chat-input", rows: "2", maxlength: "4000", i18nAttr: { placeholder: "chat_placeholder", "aria-label": "chat_placeholder" } });
     this.chatInput.addEventListener("keydown", (e) => {
-      if (e.key === "Enter" && !e.shiftKey) {
+      // Enter sends, Shift+Enter breaks the line; Enter that confirms an IME composition
+      // (Chinese input) must not send
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
         e.preventDefault();
         this.sendChat();
       }

@@ -279,10 +279,19 @@ export class DocumentsPanel {
     if (change.frame !== undefined) change.frame = Math.max(0, Math.min(cur.info.frames - 1, change.frame));
     if (change.zoom !== undefined) change.zoom = Math.max(0.25, Math.min(16, change.zoom));
     Object.assign(cur, change);
-    if (this.presenting && this.canWrite) this.publishView();
+    if (this.presenting && this.canWrite) this.publishViewSoon();
     if (frameChanged) this.renderFrameBar();
     if (frameChanged || presetChanged) this.loadFrame();
     else this.redraw();
+  }
+
+  /** Publish the view at most every 150 ms while dragging or zooming (the server rate-limits). */
+  publishViewSoon() {
+    if (this.viewTimer) return;
+    this.viewTimer = setTimeout(() => {
+      this.viewTimer = null;
+      this.publishView();
+    }, 150);
   }
 
   publishView() {
