@@ -103,3 +103,23 @@ async def test_trickled_client_candidates_connect(harness: Harness) -> None:
         )
     await harness.request("alice", "rtc:candidate", {"pc": "publisher", "candidate": None})
     await wait_for(lambda: bob.received.get(("alice", "camera"), _R0).frames >= 10, 30)
+
+
+async def test_lossy_subscriber_is_moved_to_the_low_layer_automatically(
+    harness: Harness,
+) -> None:
+    alice = await harness.join("alice", subscribe=False)
+    bob = await harness.join("bob", publish=False, decode=False)
+    await alice.publish(
+        {"camera": SyntheticVideoTrack(320, 240), "camera_low": SyntheticVideoTrack(160, 120)}
+    )
+    await wait_for(lambda: bob.received.get(("alice", "camera"), _R0).frames >= 5, 30)
+    sub = harness.room.sessions["bob"].subscriptions[("alice", "camera")]
+    assert sub.layer == "high"
+    log: dict[str, list[int]] = {"dropped": [], "rtx": []}
+    drop_some_video(sub.transceiver, 4, log)  # ~25 % loss reported in bob's receiver reports
+    await wait_for(lambda: sub.layer == "low", 30)
+    assert sub.auto_layer == "low" and sub.layer_request is None
+    # an explicit request wins over the automatic choice
+    await harness.request("bob", "rtc:layer", {"publisher": "alice", "layer": "high"})
+    await wait_for(lambda: sub.layer == "high", 10)
