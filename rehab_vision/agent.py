@@ -46,12 +46,13 @@ class AgentStats:
     latency_ms: list[float] = field(default_factory=list)  # arrival -> update sent
     cue_latency_ms: list[float] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    ended: float | None = None  # set when the agent stops: the figures freeze
 
     def summary(self) -> dict[str, float | int | None]:
         def pct(xs: list[float], q: float) -> float | None:
             return round(float(np.percentile(xs, q)), 2) if xs else None
 
-        elapsed = max(1e-6, time.monotonic() - self.started)
+        elapsed = max(1e-6, (self.ended or time.monotonic()) - self.started)
         return {
             "frames_received": self.received, "frames_processed": self.processed,
             "frames_dropped": self.dropped, "processed_fps": round(self.processed / elapsed, 2),
@@ -222,6 +223,7 @@ class VisionAgent:
         if not self.closed:
             self.closed = True
             self.stopped_at = time.time()
+            self.stats.ended = time.monotonic()
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:
