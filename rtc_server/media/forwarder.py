@@ -68,6 +68,8 @@ class Publication:
         self.frames_muted = 0
         self.level: float = 127.0  # smoothed -dBov (audio)
         self.last_level_at = 0.0
+        self.bitrate_kbps: float | None = None
+        self.rate_mark: tuple[float, int] | None = None
 
     # -- wiring ---------------------------------------------------------------------------
     def tap(self) -> None:
@@ -232,6 +234,10 @@ class Subscription:
         self.bytes_forwarded = 0
         self.frames_dropped = 0
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self.bitrate_kbps: float | None = None
+        self.rate_mark: tuple[float, int] | None = None
+        self.rtt_ms: float | None = None  # from the subscriber's RTCP receiver reports
+        self.fraction_lost: float | None = None
         self.created_at = time.monotonic()
         self.first_pull_at: float | None = None
         source_pub.attach(self)

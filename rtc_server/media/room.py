@@ -43,6 +43,12 @@ from .tap import DecodingTap
 logger = logging.getLogger(__name__)
 
 
+def _rate_kbps(mark: tuple[float, int] | None, now: float, total: int) -> float | None:
+    if mark is None or now <= mark[0]:
+        return None
+    return round((total - mark[1]) * 8 / (now - mark[0]) / 1000, 1)
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -65,8 +71,6 @@ class RoomMedia:
         self.active_speaker: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops_started = False
-        self._stats_cache: dict[str, dict[str, Any]] = {}
-        self._bytes_prev: dict[int, tuple[float, int]] = {}
         self.created_at = time.monotonic()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -429,26 +433,29 @@ class RoomMedia:
                     await session.emit("rtc:stats", self.participant_stats(identity))
 
     async def refresh_stats(self) -> None:
-        """Pull RTT/loss from the senders' RTCP reports; apply automatic layer choice."""
+        """Bitrates; RTT/loss from the senders' RTCP reports; automatic layer choice."""
+        now = time.monotonic()
+        for pub in list(self.publications.values()):
+            pub.bitrate_kbps = _rate_kbps(pub.rate_mark, now, pub.assembler.bytes)
+            pub.rate_mark = (now, pub.assembler.bytes)
         for session in list(self.sessions.values()):
             for sub in list(session.subscriptions.values()):
                 if sub.sender is None or sub.closed:
                     continue
+                sub.bitrate_kbps = _rate_kbps(sub.rate_mark, now, sub.bytes_forwarded)
+                sub.rate_mark = (now, sub.bytes_forwarded)
                 report = await sub.sender.getStats()
-                entry = self._stats_cache.setdefault(
-                    f"{sub.subscriber}|{sub.publisher}|{sub.source}", {}
-                )
                 for stat in report.values():
                     if getattr(stat, "type", None) == "remote-inbound-rtp":
                         rtt = getattr(stat, "roundTripTime", None)
-                        entry["rtt_ms"] = round(rtt * 1000, 1) if rtt is not None else None
-                        entry["fraction_lost"] = round((stat.fractionLost or 0) / 256, 4)
+                        sub.rtt_ms = round(rtt * 1000, 1) if rtt is not None else None
+                        sub.fraction_lost = round((stat.fractionLost or 0) / 256, 4)
                 if (
                     sub.source == "camera"
                     and self.settings.auto_layer
                     and sub.layer_request is None
                 ):
-                    lost = entry.get("fraction_lost") or 0.0
+                    lost = sub.fraction_lost or 0.0
                     before = sub.auto_layer
                     if lost >= self.settings.auto_layer_loss_down:
                         sub.auto_layer = "low"
@@ -456,14 +463,6 @@ class RoomMedia:
                         sub.auto_layer = "high"
                     if sub.auto_layer != before:
                         self._apply_layer(sub)
-
-    def _bitrate_kbps(self, obj: object, total_bytes: int) -> float | None:
-        now = time.monotonic()
-        prev = self._bytes_prev.get(id(obj))
-        self._bytes_prev[id(obj)] = (now, total_bytes)
-        if prev is None or now - prev[0] <= 0:
-            return None
-        return round((total_bytes - prev[1]) * 8 / (now - prev[0]) / 1000, 1)
 
     def participant_stats(self, identity: str) -> dict[str, Any]:
         session = self.sessions.get(identity)
@@ -478,6 +477,7 @@ class RoomMedia:
                 "packets_in": a.packets,
                 "frames_in": a.frames,
                 "bytes_in": a.bytes,
+                "bitrate_kbps": pub.bitrate_kbps,
                 "keyframes": a.keyframes,
                 "losses_unrepaired": a.losses,
                 "plis_sent": pub.plis_sent,
@@ -487,7 +487,6 @@ class RoomMedia:
             }
         subs = {}
         for (publisher, source), sub in session.subscriptions.items():
-            cached = self._stats_cache.get(f"{identity}|{publisher}|{source}", {})
             lat = list(sub.latencies)
             subs[f"{publisher}/{source}"] = {
                 "kind": sub.kind,
@@ -497,8 +496,9 @@ class RoomMedia:
                 "frames_dropped": sub.frames_dropped,
                 "bytes_forwarded": sub.bytes_forwarded,
                 "queue": len(sub.queue),
-                "rtt_ms": cached.get("rtt_ms"),
-                "fraction_lost": cached.get("fraction_lost"),
+                "bitrate_kbps": sub.bitrate_kbps,
+                "rtt_ms": sub.rtt_ms,
+                "fraction_lost": sub.fraction_lost,
                 "remb_kbps": round(sub.packer.target_bitrate / 1000, 1)
                 if sub.packer.target_bitrate
                 else None,

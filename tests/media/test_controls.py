@@ -163,6 +163,15 @@ async def test_stats_reach_the_client(harness: Harness) -> None:
         lambda ev, p: ev == "rtc:stats" and p["publications"].get("camera", {}).get("frames_in")
     )
     assert pushed["publications"]["camera"]["codec"] == "video/vp8"
+    _, later = await bob.wait_event(
+        lambda ev, p: (
+            ev == "rtc:stats"
+            and (p["subscriptions"].get("alice/camera", {}).get("bitrate_kbps") or 0) > 0
+            and p["subscriptions"]["alice/camera"]["rtt_ms"] is not None
+        ),
+        timeout=20,
+    )
+    assert later["subscriptions"]["alice/camera"]["fraction_lost"] is not None
     room = harness.room.stats()
     assert room["subscriptions"] == 1 and room["frames_forwarded"] >= 10
 
