@@ -181,7 +181,7 @@ class ExerciseSession:
                 not self._lost_cued and (self._last_seen is not None or self.frames > 15)):
             cue_keys.append("step_into_view")
             self._lost_cued = True
-        new_reps = tuple(self._finish_rep(ev, sides) for ev in events)
+        new_reps = tuple(self._finish_rep(ev, sides or self._last_sides) for ev in events)
         for rep in new_reps:
             cue_keys.extend(sorted({f.cue for f in rep.faults}, key=lambda k: PRIORITY.get(k, 50)))
         cue = self.cues.pick(t, cue_keys) if cue_keys else None
