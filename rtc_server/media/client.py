@@ -314,6 +314,8 @@ class MediaClient:
             try:
                 if event == "rtc:offer":
                     await self._on_offer(payload)
+                elif event == "rtc:disconnected":
+                    await self._drop_connections()
                 elif event == "rtc:config":
                     self.config = payload
             except Exception:
@@ -416,6 +418,17 @@ class MediaClient:
         task = asyncio.ensure_future(consume())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _drop_connections(self) -> None:
+        """The server reset our media session: start over with fresh peer connections."""
+        for pc in (self.pub_pc, self.sub_pc):
+            if pc is not None:
+                await pc.close()
+        self.pub_pc = self.sub_pc = None
+        self.sub_connected_at = None
+        self.by_mid.clear()
+        self._mids.clear()
+        self.published_senders.clear()
 
     # -- control ----------------------------------------------------------------------------
     async def close(self) -> None:

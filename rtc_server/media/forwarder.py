@@ -105,6 +105,9 @@ class Publication:
             self.last_level_at = frame.arrival
         if not self.forwarding:
             self.frames_muted += 1
+            if self.kind == "video":
+                for sub in self._subs:  # they resume on a keyframe, not mid-GOP
+                    sub.need_keyframe = True
             return
         if self._pending_subs and frame.keyframe:
             for sub in list(self._pending_subs):

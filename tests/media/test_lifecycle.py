@@ -106,6 +106,10 @@ async def test_network_loss_resets_the_session(harness: Harness) -> None:
     await bob.wait_event(lambda ev, p: ev == "rtc:track_unpublished" and p["publisher"] == "alice")
     # she is still a member and may publish again on a fresh connection
     assert "alice" in harness.room.sessions and harness.room.sessions["alice"] is not session
+    await wait_for(lambda: alice.pub_pc is None, 10)  # the client dropped its old PCs
+    await alice.publish({"camera": SyntheticVideoTrack()})
+    before = bob.received[("alice", "camera")].frames
+    await wait_for(lambda: bob.received[("alice", "camera")].frames >= before + 10, 30)
 
 
 async def test_failed_connection_state_triggers_reset(harness: Harness) -> None:
