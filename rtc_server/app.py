@@ -18,6 +18,7 @@ from rtc_server.keys import (
     METRICS,
     RECORD_CONTRIBUTORS,
     RECORDS,
+    RETENTION,
     ROOMS,
     SETTINGS,
     SIGNALING,
@@ -28,6 +29,7 @@ from rtc_server.media.service import setup as media_setup
 from rtc_server.metrics import Metrics
 from rtc_server.records.audit import KEY_FILE, AuditLog, load_or_create_key
 from rtc_server.records.recording import setup as recording_setup
+from rtc_server.records.retention import RetentionTask
 from rtc_server.records.store import RecordStore
 from rtc_server.rooms import RoomRegistry
 from rtc_server.routing import ROUTER, make_router
@@ -101,6 +103,13 @@ def create_app(settings: Settings) -> web.Application:
     app[AUDIT] = audit
     # feature packages append `async (room, encounter_url) -> RecordSection` here
     app[RECORD_CONTRIBUTORS] = []
+    app[RETENTION] = RetentionTask(
+        store,
+        audit,
+        settings.data_dir,
+        settings.record_retention_years,
+        settings.retention_check_interval_h * 3600,
+    )
     app[ROOMS] = registry
     app[SIO] = sio
     app[SIGNALING] = ns
@@ -125,7 +134,9 @@ async def _records_ctx(app: web.Application) -> AsyncIterator[None]:
     store = app[RECORDS]
     await store.start()
     await app[AUDIT].start()
+    app[RETENTION].start()
     yield
+    await app[RETENTION].close()
     await app[AUDIT].close()
     await store.close()
 

@@ -67,6 +67,8 @@ class Settings(BaseModel):
     tls_key: Path | None = None
     cors_origins: list[str] = Field(default_factory=list)
     audit_head_interval_s: float = Field(5.0, gt=0, le=3600)
+    record_retention_years: float = Field(15.0, ge=1, le=200)
+    retention_check_interval_h: float = Field(24.0, gt=0)
     limits: Limits = Field(default_factory=Limits)
     # --- scale-out (see docs/operations.md, "Scale-out"): this node's name (its audit log id;
     # unique per node), Redis for placement and cross-node events, worker processes per machine

@@ -17,6 +17,7 @@ from rtc_server.keys import (
     METRICS,
     RECORD_CONTRIBUTORS,
     RECORDS,
+    RETENTION,
     ROOMS,
     SETTINGS,
     SIGNALING,
@@ -48,6 +49,14 @@ class RevokeRequest(BaseModel):
 
     jti: str = Field(min_length=1, max_length=64)
     reason: str | None = Field(default=None, max_length=500)
+
+
+class PurgeRequest(BaseModel):
+    """Body of POST /api/records/purge."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dry_run: bool = True
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
@@ -182,12 +191,25 @@ async def export_record(request: web.Request) -> web.Response:
     return web.json_response(to_fhir_bundle(record), content_type="application/fhir+json")
 
 
+async def purge_records(request: web.Request) -> web.Response:
+    """Apply the retention period now (dry run by default): list or delete expired consults."""
+    raw = await _admin_body(request, "records_purge")
+    if isinstance(raw, web.Response):
+        return raw
+    try:
+        body = PurgeRequest.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        return _invalid(exc)
+    return web.json_response(await request.app[RETENTION].run_once(dry_run=body.dry_run))
+
+
 def setup(app: web.Application) -> None:
     """Register the HTTP API routes."""
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/api/tokens", create_token)
     app.router.add_post("/api/tokens/revoke", revoke_token)
+    app.router.add_post("/api/records/purge", purge_records)
     app.router.add_get(
         r"/api/rooms/{room:[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}}/record", export_record
     )

@@ -9,6 +9,7 @@ from rtc_server.config import Settings
 from rtc_server.metrics import Metrics
 from rtc_server.records.audit import AuditLog
 from rtc_server.records.consult_record import RecordContributor
+from rtc_server.records.retention import RetentionTask
 from rtc_server.records.store import RecordStore
 from rtc_server.rooms import RoomRegistry
 from signaling.namespace import ConsultNamespace
@@ -21,3 +22,4 @@ SIO = web.AppKey("sio", socketio.AsyncServer)
 SIGNALING = web.AppKey("signaling", ConsultNamespace)
 AUDIT = web.AppKey("audit", AuditLog)
 RECORD_CONTRIBUTORS = web.AppKey("record_contributors", list[RecordContributor])
+RETENTION = web.AppKey("retention", RetentionTask)

@@ -122,3 +122,18 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT_S) -> 
     async with asyncio.timeout(timeout):
         while not predicate():  # noqa: ASYNC110 - server state has no event to await
             await asyncio.sleep(0.01)
+
+
+async def server_sql(db_path: Any, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Run SQL on a live server's SQLite database from a worker thread.
+
+    The server under test shares the test's event loop: a blocking sqlite call on the loop
+    would stop the server from committing its own write, and both would wait on each other.
+    """
+    import sqlite3
+
+    def run() -> list[Any]:
+        with sqlite3.connect(db_path, timeout=30) as db:
+            return db.execute(statement, params).fetchall()
+
+    return await asyncio.to_thread(run)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 
 import aiohttp
 import av
 
 from rtc_server.media.client import SyntheticVideoTrack, ToneAudioTrack
 from rtc_server.records.recording import RECORDING
-from tests.helpers import wait_until
+from tests.helpers import server_sql, wait_until
 from tests.media.test_signaling_integration import media_peer
 
 
@@ -91,10 +90,11 @@ async def test_recording_needs_consent_and_produces_playable_files(live, connect
     kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
     assert kinds.count("Consent") == 3  # dr by starting, cardio no, cardio yes
     assert kinds.count("DocumentReference") == 4
-    db = sqlite3.connect(live.settings.data_dir / "teleconsult.db")
-    hashes = {
-        r[0] for r in db.execute("SELECT detail FROM audit_entries WHERE action = 'recording.file'")
-    }
+    rows = await server_sql(
+        live.settings.data_dir / "teleconsult.db",
+        "SELECT detail FROM audit_entries WHERE action = 'recording.file'",
+    )
+    hashes = {r[0] for r in rows}
     for f in files.values():
         digest = hashlib.sha256((root / f["path"]).read_bytes()).hexdigest()
         assert any(digest in h for h in hashes)
