@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from aiohttp import web
 
@@ -29,9 +30,10 @@ def token_authenticator(secret: str) -> Authenticate:
 def setup(app: web.Application) -> None:
     """Register documents and annotation with the server application."""
     from rtc_server.config import signing_secret
-    from rtc_server.keys import RECORDS, SETTINGS, SIGNALING
+    from rtc_server.keys import RECORD_CONTRIBUTORS, RECORDS, SETTINGS, SIGNALING
 
     from . import tables  # noqa: F401  (tables on the shared metadata before create_all)
+    from .record import record_section
     from .routes import Routes
     from .service import ANNOTATION, AnnotationService
 
@@ -40,6 +42,7 @@ def setup(app: web.Application) -> None:
     service.register(app[SIGNALING])
     Routes(service, token_authenticator(signing_secret(settings))).add_to(app)
     app[ANNOTATION] = service
+    app[RECORD_CONTRIBUTORS].append(partial(record_section, service))
 
     async def _close(_app: web.Application) -> None:
         await service.close()

@@ -88,6 +88,32 @@ async def test_summary_is_readable(live):
         assert needle in text
 
 
+async def test_documents_and_marks_are_in_the_record(live):
+    from annotation.client import AnnotationClient
+    from tests.annotation.conftest import CT_BYTES, upload
+
+    status, body = await upload(live, "mdt-9", "dr-li", "host", CT_BYTES, "ct.dcm")
+    assert status in (200, 201), body
+    doc_id = body["document"]["id"]
+    drawer = AnnotationClient(live.url, live.tokens("mdt-9", "dr-li", "host", "Dr Li"))
+    await drawer.connect()
+    try:
+        doc = await drawer.open(doc_id)
+        doc.draw("length", [(10.0, 10.0), (10.0, 60.0)], text="lesion")
+        await doc.flush()
+    finally:
+        await drawer.close()
+    _status, _ctype, body = await fetch(live, "/api/rooms/mdt-9/record")
+    bundle = Bundle.model_validate_json(body)
+    refs = [e.resource for e in bundle.entry if e.resource.__resource_type__ == "DocumentReference"]
+    assert len(refs) == 1 and "1 annotation(s) by Dr Li" in refs[0].description
+    _status, _ctype, body = await fetch(live, "/api/rooms/mdt-9/record?format=summary")
+    text = body.decode()
+    assert "## Shared documents and annotations" in text
+    assert "ct.dcm (dicom" in text
+    assert "length by Dr Li on frame 0" in text and '"lesion"' in text and "mm" in text
+
+
 async def test_export_needs_admin_key_and_known_room(live):
     await consult(live)
     assert (await fetch(live, "/api/rooms/mdt-9/record", key=False))[0] == 401
