@@ -65,6 +65,25 @@ async def test_consult_flow(live: Any, new_page: Any, shot: Any, requests_seen: 
     await wait_video_playing(doctor, ".tile[data-key='p:pat-li'] video")
     await wait_video_playing(patient, ".tile[data-key='p:dr-wang'] video")
 
+    # each camera also publishes a small layer; a subscriber switched to it still plays
+    stats = await patient.evaluate("() => window.__tc.session.call('rtc:stats', {})")
+    assert {"camera", "camera_low", "microphone"} <= set(stats["stats"]["publications"])
+    tile = ".tile[data-key='p:pat-li'] video"
+    layer = await doctor.evaluate(
+        "() => window.__tc.session.call('rtc:layer', {publisher: 'pat-li', layer: 'low'})"
+    )
+    assert layer["layer"] == "low"
+    await doctor.wait_for_function(
+        "(sel) => { const v = document.querySelector(sel); return v && v.videoWidth === 320; }",
+        arg=tile,
+        timeout=WAIT_MS,
+    )
+    await doctor.evaluate("() => { delete window.__frames; }")
+    await wait_video_playing(doctor, tile)
+    await doctor.evaluate(
+        "() => window.__tc.session.call('rtc:layer', {publisher: 'pat-li', layer: null})"
+    )
+
     # chat with a reply
     await patient.locator("#tab-chat").click()
     await patient.fill("#chat-input", "Hello doctor")

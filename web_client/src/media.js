@@ -53,6 +53,7 @@ export class Media extends EventTarget {
 
   localTrack(source) {
     if (source === "screen") return this.screenTrack;
+    if (source === "camera_low") return this.lowTrack || null;
     const kind = SOURCE_KIND[source];
     return this.local.getTracks().find((track) => track.kind === kind) || null;
   }
@@ -84,6 +85,7 @@ export class Media extends EventTarget {
     clearInterval(this.qualityTimer);
     this.qualityTimer = null;
     for (const track of this.local.getTracks()) track.stop();
+    if (this.lowTrack) this.lowTrack.stop();
     if (this.screenTrack) this.screenTrack.stop();
   }
 
@@ -131,21 +133,53 @@ export class Media extends EventTarget {
   async publishAll(generation) {
     if (generation !== this.generation) return;
     const sources = ["microphone", "camera"].filter((source) => this.localTrack(source));
+    if (this.localTrack("camera")) {
+      // a second, small camera layer: the SFU switches lossy subscribers to it (no simulcast)
+      await this.makeLowLayer();
+      if (this.lowTrack) sources.push("camera_low");
+    }
     if (this.screenTrack) sources.push("screen");
     if (!sources.length) return;
     this.pub = this.newPc("publisher");
     for (const source of sources) {
       this.pub.transceivers[source] = this.pub.pc.addTransceiver(this.localTrack(source), {
         direction: "sendonly",
-        streams: [this.local],
+        streams: source === "camera_low" ? [] : [this.local],
       });
     }
     await this.negotiatePublisher(generation);
+    await this.capBitrate("camera_low", 150_000);
     // apply mute state the user chose before (re)connecting
     for (const source of ["microphone", "camera"]) {
       if (this.muted[source] && this.pub && this.pub.transceivers[source]) {
         await this.session.call("rtc:mute", { source, muted: true }).catch(() => null);
       }
+    }
+  }
+
+  async makeLowLayer() {
+    const cam = this.localTrack("camera");
+    if (!cam || (this.lowTrack && this.lowTrack.readyState === "live")) return;
+    const low = cam.clone();
+    try {
+      await low.applyConstraints({ width: { ideal: 320 }, height: { ideal: 240 }, frameRate: { max: 15 } });
+    } catch {
+      /* the device cannot scale: the clone still works, at full size */
+    }
+    low.enabled = cam.enabled;
+    this.lowTrack = low;
+  }
+
+  async capBitrate(source, bps) {
+    const tr = this.pub && this.pub.transceivers[source];
+    if (!tr) return;
+    try {
+      const params = tr.sender.getParameters();
+      if (!params.encodings || !params.encodings.length) params.encodings = [{}];
+      params.encodings[0].maxBitrate = bps;
+      await tr.sender.setParameters(params);
+    } catch {
+      /* not supported: the browser's own rate control applies */
     }
   }
 
@@ -171,6 +205,7 @@ export class Media extends EventTarget {
     this.muted[source] = muted;
     const track = this.localTrack(source);
     if (track) track.enabled = !muted;
+    if (source === "camera" && this.lowTrack) this.lowTrack.enabled = !muted;
     const kind = SIGNAL_KIND[source];
     if (!muted && this.forced[source]) {
       // lifting a host's mute: tell signaling first, it releases the SFU's forced mute
@@ -191,6 +226,7 @@ export class Media extends EventTarget {
     this.muted[source] = true;
     const track = this.localTrack(source);
     if (track) track.enabled = false;
+    if (source === "camera" && this.lowTrack) this.lowTrack.enabled = false;
     if (this.pub && this.pub.transceivers[source]) {
       await this.session.call("rtc:mute", { source, muted: true }).catch(() => null);
     }
