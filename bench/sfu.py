@@ -296,7 +296,16 @@ async def run_participants(
         client = MediaClient(identity, request, decode=False, lean=True)
         for event in ("rtc:offer", "rtc:config"):
             sio.on(event, lambda data=None, _e=event: client.deliver(_e, data))
-        await sio.connect(url, auth={"token": token}, transports=["websocket"])
+        for attempt in range(3):  # a loaded machine can make the first handshake time out
+            try:
+                await sio.connect(
+                    url, auth={"token": token}, transports=["websocket"], wait_timeout=20
+                )
+                break
+            except socketio.exceptions.ConnectionError:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(1.0)
         await sio.call("join", {}, timeout=20)
         tracks: dict[str, Any] = {}
         if entry["publish"]:
