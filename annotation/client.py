@@ -61,6 +61,10 @@ class ClientDoc:
         self._changed = asyncio.Condition()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._acked = asyncio.Event()
+        self._saved = asyncio.Event()
+        self.last_seq = 0  # highest seq the server gave one of our changes
+        self.saved_seq = 0  # highest seq the server says is committed
         self._sub = self.doc.observe(self._on_local)
 
     # sync ----------------------------------------------------------------------------------
@@ -77,7 +81,10 @@ class ClientDoc:
 
         def on_ack(ack: Any = None) -> None:
             self._outstanding -= 1
+            self._acked.set()
             if isinstance(ack, dict):
+                if ack.get("seq"):
+                    self.last_seq = max(self.last_seq, int(ack["seq"]))
                 if not ack.get("ok"):
                     self.errors.append(ack.get("error") or {})
                 for reply in ack.get("replies") or []:
@@ -127,11 +134,26 @@ class ClientDoc:
                 self.remote_awareness[client_id] = state
         self.client._notify()
 
+    async def backpressure(self, max_outstanding: int, timeout: float = WAIT_S) -> None:
+        """Wait (bounded) until fewer than ``max_outstanding`` updates await their ack."""
+        async with asyncio.timeout(timeout):
+            while self._outstanding >= max_outstanding:
+                self._acked.clear()
+                await self._acked.wait()
+
+    def _on_saved(self, seq: int) -> None:
+        self.saved_seq = max(self.saved_seq, seq)
+        self._saved.set()
+
     async def flush(self, timeout: float = WAIT_S) -> None:
-        """Wait until the server acknowledged every update sent so far (durable)."""
-        await asyncio.wait_for(self._idle.wait(), timeout)
-        if self.errors:
-            raise ClientError("doc:sync", self.errors[-1])
+        """Wait until every update sent so far is acknowledged and saved (``doc:saved``)."""
+        async with asyncio.timeout(timeout):
+            await self._idle.wait()
+            if self.errors:
+                raise ClientError("doc:sync", self.errors[-1])
+            while self.saved_seq < self.last_seq:
+                self._saved.clear()
+                await self._saved.wait()
 
     # reading -------------------------------------------------------------------------------
 
@@ -249,6 +271,7 @@ class AnnotationClient:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._cond: asyncio.Condition | None = None
         self._generation = 0
+        self._waiters = 0
         self._admitted = asyncio.Event()
         self.sio = self._new_socket()
 
@@ -258,7 +281,13 @@ class AnnotationClient:
         sio.on("doc:awareness", self._on_awareness)
         sio.on("error", self._on_error)
         sio.on("lobby:admitted", self._on_admitted)
+        sio.on("doc:saved", self._on_doc_saved)
         return sio
+
+    async def _on_doc_saved(self, data: dict[str, Any]) -> None:
+        cdoc = self.docs.get(data.get("doc_id", ""))
+        if cdoc is not None:
+            cdoc._on_saved(int(data.get("seq", 0)))
 
     async def _on_admitted(self, _data: Any = None) -> None:
         self._admitted.set()
@@ -279,7 +308,7 @@ class AnnotationClient:
 
     def _notify(self) -> None:
         self._generation += 1
-        if self._cond is not None:
+        if self._cond is not None and self._waiters:
             cond = self._cond
 
             async def wake() -> None:
@@ -345,9 +374,13 @@ class AnnotationClient:
     async def wait_until(self, predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
         """Wait (bounded) until ``predicate()`` holds; re-checked on every remote change."""
         assert self._cond is not None, "connect() first"
-        async with asyncio.timeout(timeout), self._cond:
-            while not predicate():
-                await self._cond.wait()
+        self._waiters += 1
+        try:
+            async with asyncio.timeout(timeout), self._cond:
+                while not predicate():
+                    await self._cond.wait()
+        finally:
+            self._waiters -= 1
 
     async def close(self) -> None:
         """Disconnect and cancel pending sends."""

@@ -1,9 +1,10 @@
 """Durable document state: updates appended as they come, compacted into snapshots.
 
-Writes go through the records store's single writer task (group commit, in order). An update
-is enqueued right after it was applied in memory, so a compaction enqueued later folds exactly
-the updates written before it: it deletes them and stores ``doc.get_update()`` in the same
-transaction. Loading is snapshot + tail.
+Appends and compactions are queued in call order and written by one flush loop, a whole batch
+per transaction (one ``executemany`` per run of updates) through the records store's writer.
+An update is queued right after it was applied in memory, so a compaction queued later folds
+exactly the updates queued before it: it deletes them and stores ``doc.get_update()`` in the
+same transaction. Loading is snapshot + tail.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import delete, insert, select
@@ -31,36 +33,91 @@ class Writer(Protocol):
         ...
 
 
+@dataclass
+class _Item:
+    doc_id: str
+    data: bytes
+    identity: str | None  # None for a compaction
+    compaction: bool
+    future: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop()
+                                         .create_future())
+
+
 class UpdateLog:
     """Append-only update log plus one snapshot per document."""
 
     def __init__(self, store: Writer) -> None:
         self.store = store
+        self._pending: list[_Item] = []
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.written = 0
 
-    def append(self, doc_id: str, update: bytes, identity: str | None) -> asyncio.Future[Any]:
+    def append(self, doc_id: str, update: bytes, identity: str | None) -> asyncio.Future[None]:
         """Queue one update now (order is kept); the future resolves once it is committed."""
-        stmt = insert(document_updates).values(
-            doc_id=doc_id, data=update, identity=identity, created_at=time.time())
+        return self._queue(_Item(doc_id, update, identity, False))
 
-        async def run(conn: AsyncConnection) -> None:
-            await conn.execute(stmt)
-
-        return asyncio.ensure_future(self.store.write(run))
-
-    def compact(self, doc_id: str, snapshot: bytes) -> asyncio.Future[Any]:
+    def compact(self, doc_id: str, snapshot: bytes) -> asyncio.Future[None]:
         """Queue a compaction: ``snapshot`` replaces every update queued before this call."""
+        return self._queue(_Item(doc_id, snapshot, None, True))
 
-        async def run(conn: AsyncConnection) -> None:
+    def _queue(self, item: _Item) -> asyncio.Future[None]:
+        self._pending.append(item)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush_loop(), name="annotation-log")
+        return item.future
+
+    async def _flush_loop(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+
+            async def run(conn: AsyncConnection, batch: list[_Item] = batch) -> None:
+                await self._write_batch(conn, batch)
+
+            try:
+                await self.store.write(run)
+            except Exception as exc:
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            self.batches += 1
+            self.written += len(batch)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_result(None)
+
+    @staticmethod
+    async def _write_batch(conn: AsyncConnection, batch: list[_Item]) -> None:
+        rows: list[dict[str, Any]] = []
+        now = time.time()
+
+        async def flush_rows() -> None:
+            if rows:
+                await conn.execute(insert(document_updates), list(rows))
+                rows.clear()
+
+        for item in batch:
+            if not item.compaction:
+                rows.append({"doc_id": item.doc_id, "data": item.data,
+                             "identity": item.identity, "created_at": now})
+                continue
+            await flush_rows()
             last = (await conn.execute(
-                select(document_updates.c.id).where(document_updates.c.doc_id == doc_id)
+                select(document_updates.c.id).where(document_updates.c.doc_id == item.doc_id)
                 .order_by(document_updates.c.id.desc()).limit(1))).scalar()
-            await conn.execute(delete(document_updates).where(document_updates.c.doc_id == doc_id))
             await conn.execute(
-                delete(document_snapshots).where(document_snapshots.c.doc_id == doc_id))
+                delete(document_updates).where(document_updates.c.doc_id == item.doc_id))
+            await conn.execute(
+                delete(document_snapshots).where(document_snapshots.c.doc_id == item.doc_id))
             await conn.execute(insert(document_snapshots).values(
-                doc_id=doc_id, data=snapshot, upto_update_id=last or 0, created_at=time.time()))
+                doc_id=item.doc_id, data=item.data, upto_update_id=last or 0, created_at=now))
+        await flush_rows()
 
-        return asyncio.ensure_future(self.store.write(run))
+    async def drain(self) -> None:
+        """Wait until everything queued so far is committed (or failed)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
 
     async def load(self, doc_id: str) -> list[bytes]:
         """The snapshot (if any) followed by the updates logged after it, in order."""

@@ -109,6 +109,7 @@ class DocSession:
     awareness: AwarenessRelay = field(default_factory=AwarenessRelay)
     members: dict[str, Caller] = field(default_factory=dict)  # sid -> caller
     since_compaction: int = 0
+    seq: int = 0  # changes applied since loaded (doc:sync ack ``seq``, ``doc:saved``)
 
 
 class AnnotationService:
@@ -126,6 +127,8 @@ class AnnotationService:
         self.max_sync_bytes = max_sync_bytes
         self.sessions: dict[str, DocSession] = {}
         self._loading: dict[str, asyncio.Lock] = {}
+        self._saved: dict[tuple[str, str], int] = {}
+        self._saved_task: asyncio.Future[None] | None = None
         self.ns: Any = None
 
     # documents ---------------------------------------------------------------------------------
@@ -193,6 +196,7 @@ class AnnotationService:
         for fut in futures:
             with contextlib.suppress(Exception):
                 await fut
+        await self.log.drain()
 
     async def close(self) -> None:
         """Compact every loaded document (shutdown)."""
@@ -247,9 +251,14 @@ class AnnotationService:
                                       origin=Author(caller.identity, caller.name))
         except AnnotationError as exc:
             raise to_signaling(exc) from None
-        committed = None
+        seq = None
         if outcome.update is not None:
+            s.seq += 1
+            seq = s.seq
             committed = self.log.append(s.info.id, outcome.update, caller.identity)
+            committed.add_done_callback(
+                lambda f, sid=caller.sid, doc_id=msg.doc_id, q=seq: self._on_saved(f, sid,
+                                                                                    doc_id, q))
             s.since_compaction += 1
             if s.since_compaction >= self.compact_every:
                 s.since_compaction = 0
@@ -257,9 +266,24 @@ class AnnotationService:
         if outcome.broadcast is not None:
             await self.ns.emit("doc:sync", {"doc_id": msg.doc_id, "msg": outcome.broadcast},
                                to=doc_room(msg.doc_id), skip_sid=caller.sid)
-        if committed is not None:
-            await committed  # acknowledged == durable
-        return {"replies": outcome.replies}
+        return {"replies": outcome.replies, "seq": seq}
+
+    def _on_saved(self, fut: asyncio.Future[None], sid: str, doc_id: str, seq: int) -> None:
+        """An update is committed: tell its sender (coalesced: one doc:saved per batch)."""
+        if fut.cancelled() or fut.exception() is not None:
+            log.error("document %s: update %d was not saved: %r", doc_id, seq,
+                      None if fut.cancelled() else fut.exception())
+            return
+        key = (sid, doc_id)
+        self._saved[key] = max(self._saved.get(key, 0), seq)
+        if self._saved_task is None or self._saved_task.done():
+            self._saved_task = asyncio.ensure_future(self._emit_saved())
+
+    async def _emit_saved(self) -> None:
+        await asyncio.sleep(0)  # let the rest of the batch's callbacks run first
+        pending, self._saved = self._saved, {}
+        for (sid, doc_id), seq in pending.items():
+            await self.ns.emit("doc:saved", {"doc_id": doc_id, "seq": seq}, to=sid)
 
     async def _on_awareness(self, caller: Caller, msg: DocAwarenessIn) -> dict[str, Any]:
         s = await self._member(caller, msg.doc_id)
