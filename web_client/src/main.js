@@ -69,7 +69,8 @@ function ended(titleKey, detail) {
   const reason = detail && detail.reason ? h("p", {}, tx("by_reason", { reason: detail.reason })) : null;
   const rejoin = titleKey === "left_title" || titleKey === "replaced_title" ? button("rejoin", () => location.reload(), { class: "primary big", id: "rejoin" }) : null;
   app.screen = "ended";
-  message(`screen-${titleKey.replace("_title", "")}`, titleKey, titleKey === "replaced_title" ? "replaced_body" : null, [reason, rejoin]);
+  const body = titleKey === "replaced_title" ? "replaced_body" : rejoin ? null : "close_window";
+  message(`screen-${titleKey.replace("_title", "")}`, titleKey, body, [reason, rejoin]);
 }
 
 async function leave() {

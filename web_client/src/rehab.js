@@ -182,6 +182,9 @@ export class RehabPanel {
     this.render();
     if (this.overlay) {
       this.updateOverlay(true);
+      this.overlay.classList.remove("minimised");
+      const back = this.overlay.querySelector("#rehab-toggle");
+      if (back) setI18n(back.firstChild, "rehab_close");
       say(t("rehab_done_voice", { reps: r.reps }));
     }
   }
