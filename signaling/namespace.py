@@ -68,6 +68,7 @@ class Connection:
     caller: Caller
     bucket: TokenBucket
     ip: str = ""
+    audit_counts: Counter[str] = field(default_factory=Counter)
     state: Literal["connected", "waiting", "joined", "left"] = "connected"
     leave_reason: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -133,6 +134,7 @@ class ConsultNamespace(socketio.AsyncNamespace):
         self.router: Router = router or LocalRouter("main", "")
         self.router.on_message(self._on_node_message)
         self.per_ip: Counter[str] = Counter()
+        self.audit_policy: dict[str, Literal["each", "summary"]] = {}
         self.conns: dict[str, Connection] = {}
         self.handlers: dict[str, HandlerSpec] = {}
         self.listeners: dict[str, list[Listener]] = {k: [] for k in LISTENER_KINDS}
@@ -159,6 +161,11 @@ class ConsultNamespace(socketio.AsyncNamespace):
         if grant is not None and grant not in GRANT_NAMES:
             raise ValueError(f"unknown grant {grant!r}")
         self.handlers[event] = HandlerSpec(model, handler, grant, max_bytes, when)
+
+    def audit_events(self, policy: dict[str, Literal["each", "summary"]]) -> None:
+        """Audit successful client events: "each" call, or a per-connection count at disconnect
+        ("summary", for high-rate events such as document sync)."""
+        self.audit_policy.update(policy)
 
     def listen(self, kind: str, callback: Listener) -> None:
         """Call `callback` on a lifecycle event (see LISTENER_KINDS)."""
@@ -190,6 +197,45 @@ class ConsultNamespace(socketio.AsyncNamespace):
             skip_sid = skipped.sid if skipped else None
         await self.emit(event, data, room=room_key(room), skip_sid=skip_sid)
 
+    async def emit(
+        self,
+        event: str,
+        data: Any = None,
+        to: Any = None,
+        room: Any = None,
+        skip_sid: Any = None,
+        namespace: str | None = None,
+        callback: Any = None,
+        ignore_queue: bool = False,
+    ) -> None:
+        """Emit; with several nodes (a Redis client manager) the message goes through Redis
+        only when its target may be on another node: a room's connections are all on the node
+        hosting it, so emits to a local sid, to a room hosted here, or to everyone on this node
+        (target None: shutdown) stay local."""
+        target = to if to is not None else room
+        if not ignore_queue and self._local_target(target):
+            ignore_queue = True
+        await super().emit(
+            event,
+            data,
+            to=target,
+            skip_sid=skip_sid,
+            namespace=namespace,
+            callback=callback,
+            ignore_queue=ignore_queue,
+        )
+
+    def _local_target(self, target: Any) -> bool:
+        if target is None:
+            return True
+        if not isinstance(target, str):
+            return False
+        if target in self.conns:
+            return True
+        if target.startswith(("r:", "a:")):
+            return self.registry.get(target[2:]) is not None
+        return False
+
     def caller_for(self, sid: str) -> Caller | None:
         """The caller behind a Socket.IO sid, if connected."""
         conn = self.conns.get(sid)
@@ -207,6 +253,12 @@ class ConsultNamespace(socketio.AsyncNamespace):
             await self.audit_log.append(action, subject, obj, result, detail)
         except Exception:
             log.exception("could not write an audit entry for %s", action)
+
+    async def _audit_event(self, conn: Connection, event: str, msg: BaseModel) -> None:
+        # the payload's identifying fields only (never free text or binary content)
+        keys = ("doc_id", "exercise", "session_id", "patient_identity", "identity", "publisher")
+        detail = {k: getattr(msg, k) for k in keys if isinstance(getattr(msg, k, None), str)}
+        await self.audit(event, conn.caller.identity, f"room:{conn.caller.room}", **detail)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         """Authenticate with the join token; refuse with a code the client can show."""
@@ -264,6 +316,13 @@ class ConsultNamespace(socketio.AsyncNamespace):
         why = conn.leave_reason or "disconnected"
         left = await self._depart(conn, why)
         await self.audit("disconnect", conn.caller.identity, f"room:{conn.caller.room}", why)
+        if conn.audit_counts:
+            await self.audit(
+                "events.summary",
+                conn.caller.identity,
+                f"room:{conn.caller.room}",
+                counts=dict(conn.audit_counts),
+            )
         if left is not None:
             await self._notify("participant_left", left, why)
 
@@ -350,6 +409,11 @@ class ConsultNamespace(socketio.AsyncNamespace):
             async with conn.lock:
                 result = await spec.handler(conn.caller, msg)
             self.metrics.events.labels(event).inc()
+            policy = self.audit_policy.get(event)
+            if policy == "summary":
+                conn.audit_counts[event] += 1
+            elif policy == "each":
+                await self._audit_event(conn, event, msg)
             return {"ok": True, **(result or {})}
         except SignalingError as exc:
             return await self._reply_error(sid, event, ref, exc)
