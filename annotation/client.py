@@ -92,8 +92,18 @@ class ClientDoc:
             if self._outstanding <= 0:
                 self._idle.set()
 
-        task = asyncio.ensure_future(self.client.sio.emit(
-            "doc:sync", {"doc_id": self.doc_id, "msg": msg}, callback=on_ack))
+        async def emit() -> None:
+            try:
+                await self.client.sio.emit("doc:sync", {"doc_id": self.doc_id, "msg": msg},
+                                           callback=on_ack)
+            except socketio.exceptions.SocketIOError:
+                # disconnected: the change stays in the local doc and goes out with the
+                # state-vector exchange on reconnect
+                self._outstanding -= 1
+                if self._outstanding <= 0:
+                    self._idle.set()
+
+        task = asyncio.ensure_future(emit())
         self.client._tasks.add(task)
         task.add_done_callback(self.client._tasks.discard)
 

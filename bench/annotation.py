@@ -1,7 +1,9 @@
 """Annotation benchmark: N clients drawing concurrently on one shared DICOM document.
 
 The server runs in its own process (`teleconsult serve`, fresh data dir, per-connection rate
-limit lifted); the Python clients (annotation.client) run in this process on one clock.
+limit lifted); the Python clients (annotation.client) run in --workers spawned processes;
+send and receive times are taken on the machine's monotonic clock (time.perf_counter), which
+all processes share.
 Phases:
   1. throughput: every client draws length marks as fast as acks allow (a window of
      outstanding updates per client); ops/s = marks / time until every client has every mark;
@@ -19,8 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
+import multiprocessing as mp
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -70,146 +75,233 @@ def upload_ct(url: str, token: str) -> dict[str, Any]:
         return json.loads(resp.read())["document"]
 
 
-async def run(url: str, secret: str, opts: argparse.Namespace, server_pid: int) -> dict[str, Any]:
+def mark_time(text: str) -> float | None:
+    """The send time a bench mark carries in its text ("t=<perf_counter>")."""
+    if text.startswith("t="):
+        try:
+            return float(text[2:])
+        except ValueError:
+            return None
+    return None
+
+
+async def worker_main(url: str, secret: str, doc_id: str, indices: list[int],
+                      opts: dict[str, Any], ctl: Any, out: Any) -> None:
+    """One client process: its clients draw; fan-out is timed on the shared monotonic clock."""
     from annotation.client import AnnotationClient, ClientDoc
     from annotation.model import annotations_map
+    from signaling.tokens import mint_token
+
+    wait_s = opts["wait_s"]
+
+    async def gate(name: str) -> None:
+        if not await asyncio.to_thread(ctl[name].wait, wait_s * 3):
+            raise TimeoutError(f"no {name} signal")
+
+    clients = [AnnotationClient(url, mint_token(secret, room=ROOM, identity=f"dr-{i}",
+                                                role="clinician", ttl_s=3600))
+               for i in indices]
+    await asyncio.gather(*(c.connect() for c in clients))
+    docs: list[ClientDoc] = [await c.open(doc_id) for c in clients]
+    maps = [annotations_map(d.doc) for d in docs]
+    fanout: list[float] = []
+    own: list[set[str]] = [set() for _ in docs]
+    recording = {"on": False}
+
+    def observer(j: int) -> Any:
+        def on_change(event: Any) -> None:
+            if not recording["on"]:
+                return
+            now = time.perf_counter()
+            for key, change in event.keys.items():
+                if change.get("action") != "add" or key in own[j]:
+                    continue
+                sent = mark_time(str(maps[j][key].get("text") or ""))
+                if sent is not None:
+                    fanout.append((now - sent) * 1000.0)
+        return on_change
+
+    subs = [m.observe(observer(j)) for j, m in enumerate(maps)]
+
+    def draw(j: int, k: int) -> None:
+        x, y = float(k % 100), float((k // 100) % 100)
+        key = docs[j].draw("length", [(x, y), (x + 10.0, y + 5.0)],
+                           text=f"t={time.perf_counter():.6f}")
+        own[j].add(key)
+
+    async def all_have(n: int) -> None:
+        async def one(c: AnnotationClient, m: Any) -> None:
+            await c.wait_until(lambda: len(m) >= n, wait_s)
+        await asyncio.gather(*(one(c, m) for c, m in zip(clients, maps, strict=True)))
+
+    async def blast(j: int, count: int) -> None:
+        for k in range(count):
+            await docs[j].backpressure(opts["window"], timeout=wait_s)
+            draw(j, k)
+            if k % 8 == 0:
+                await asyncio.sleep(0)
+        await docs[j].flush(timeout=wait_s)
+
+    async def paced(j: int, count: int, interval: float, offset: float) -> None:
+        await asyncio.sleep(offset)
+        start = time.perf_counter()
+        for k in range(count):
+            delay = start + k * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            draw(j, 100_000 + k)
+        await docs[j].flush(timeout=wait_s)
+
+    out.put(("ready", None))
+    await gate("go1")
+    await asyncio.gather(*(blast(j, opts["ops"]) for j in range(len(docs))))
+    await all_have(opts["phase1_total"])
+    out.put(("phase1", time.perf_counter()))
+
+    await gate("go2")
+    recording["on"] = True
+    interval = opts["clients"] / opts["rate"]
+    await asyncio.gather(*(paced(j, opts["paced_each"], interval,
+                                 interval * indices[j] / opts["clients"])
+                           for j in range(len(docs))))
+    await all_have(opts["phase2_total"])
+    recording["on"] = False
+    out.put(("phase2", fanout))
+
+    await gate("go3")
+    await asyncio.gather(*(blast(j, opts["topup_each"]) for j in range(len(docs))))
+    out.put(("phase3", None))
+    await gate("sync3")
+    await all_have(opts["doc_total"])
+    digests = [hashlib.sha256(json.dumps(d.annotations(), sort_keys=True).encode()).hexdigest()
+               for d in docs]
+    errors = sum(len(d.errors) for d in docs) + sum(len(c.errors) for c in clients)
+    out.put(("digests", (digests, errors)))
+    await gate("close")
+    for m, sub in zip(maps, subs, strict=True):
+        m.unobserve(sub)
+    await asyncio.gather(*(c.close() for c in clients))
+
+
+def worker(args: tuple[Any, ...]) -> None:
+    url, secret, doc_id, indices, opts, ctl, out = args
+    try:
+        asyncio.run(worker_main(url, secret, doc_id, indices, opts, ctl, out))
+    except BaseException as exc:
+        out.put(("failed", repr(exc)))
+        raise
+
+
+def collect(queue: Any, kind: str, n: int, timeout: float) -> list[Any]:
+    got = []
+    for _ in range(n):
+        k, value = queue.get(timeout=timeout)
+        if k == "failed":
+            raise SystemExit(f"a client worker failed: {value}")
+        if k != kind:
+            raise SystemExit(f"expected {kind} from a worker, got {k}")
+        got.append(value)
+    return got
+
+
+def run(url: str, secret: str, opts: argparse.Namespace, server_pid: int) -> dict[str, Any]:
     from signaling.tokens import mint_token
 
     def token(identity: str, role: str = "clinician") -> str:
         return mint_token(secret, room=ROOM, identity=identity, role=role, ttl_s=3600)
 
-    doc = await asyncio.to_thread(upload_ct, url, token("host", "host"))
+    doc = upload_ct(url, token("host", "host"))
     log(f"uploaded {doc['id']}")
-    clients = [AnnotationClient(url, token(f"dr-{i}")) for i in range(opts.clients)]
-    await asyncio.gather(*(c.connect() for c in clients))
-    docs: list[ClientDoc] = [await c.open(doc["id"]) for c in clients]
-    log(f"{len(docs)} clients opened the document")
-
-    sent_at: dict[str, tuple[int, float]] = {}
-    fanout: list[float] = []
-    recording = {"on": False}
-
-    def observer(me: int):
-        def on_change(event: Any) -> None:
-            now = time.perf_counter()
-            for key, change in event.keys.items():
-                if change.get("action") != "add":
-                    continue
-                origin = sent_at.get(key)
-                if origin is not None and origin[0] != me and recording["on"]:
-                    fanout.append((now - origin[1]) * 1000.0)
-        return on_change
-
-    maps = [annotations_map(d.doc) for d in docs]
-    subs = [m.observe(observer(i)) for i, m in enumerate(maps)]
-
-    def draw(i: int, k: int) -> None:
-        x, y = float(k % 100), float((k // 100) % 100)
-        t = time.perf_counter()
-        key = docs[i].draw_length((x, y), (x + 10.0, y + 5.0))
-        sent_at[key] = (i, t)
-
-    async def all_have(n: int, timeout: float) -> None:
-        async def one(c: AnnotationClient, d: ClientDoc) -> None:
-            await c.wait_until(lambda: len(annotations_map(d.doc)) >= n, timeout)
-        try:
-            await asyncio.gather(*(one(c, d) for c, d in zip(clients, docs, strict=True)))
-        except TimeoutError:
-            log(f"not converged to {n}: have {[len(annotations_map(d.doc)) for d in docs]}, "
-                f"outstanding {[d._outstanding for d in docs]}, "
-                f"seq {[(d.last_seq, d.saved_seq) for d in docs]}, errors "
-                f"{[d.errors[-1:] for d in docs]} {[c.errors[-1:] for c in clients]}")
-            raise
-
-    # 1. throughput -------------------------------------------------------------------------
-    window = opts.window
-    cpu0 = proc_cpu_s(server_pid)
-    t0 = time.perf_counter()
-
-    async def blast(i: int) -> None:
-        d = docs[i]
-        for k in range(opts.ops):
-            await d.backpressure(window, timeout=opts.wait_s)
-            draw(i, k)
-            if k % 8 == 0:
-                await asyncio.sleep(0)
-        await d.flush(timeout=opts.wait_s)
-
-    await asyncio.gather(*(blast(i) for i in range(opts.clients)))
-    total = opts.clients * opts.ops
-    await all_have(total, opts.wait_s)
-    elapsed = time.perf_counter() - t0
-    server_cpu_s = proc_cpu_s(server_pid) - cpu0
-    first = docs[0].annotations()
-    converged_1 = all(d.annotations() == first for d in docs[1:]) and len(first) == total
-
-    log(f"phase 1: {total} ops in {elapsed:.2f} s")
-    # 2. fan-out at a fixed rate -------------------------------------------------------------
-    per_client_interval = opts.clients / opts.rate
-    n_each = max(1, int(opts.fanout_s / per_client_interval))
-    recording["on"] = True
-    base = len(first)
-
-    async def paced(i: int) -> None:
-        await asyncio.sleep(per_client_interval * i / opts.clients)
-        start = time.perf_counter()
-        for k in range(n_each):
-            target = start + k * per_client_interval
-            delay = target - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            draw(i, 10_000 + k)
-        await docs[i].flush(timeout=opts.wait_s)
-
-    t1 = time.perf_counter()
-    await asyncio.gather(*(paced(i) for i in range(opts.clients)))
-    await all_have(base + n_each * opts.clients, opts.wait_s)
-    paced_elapsed = time.perf_counter() - t1
-    recording["on"] = False
-
-    log(f"phase 2: {len(fanout)} fan-out samples in {paced_elapsed:.2f} s")
-    # 3. late join on a document of --doc-ops operations ------------------------------------
-    have = len(annotations_map(docs[0].doc))
-    remaining = max(0, opts.doc_ops - have)
-    if remaining:
-        per = remaining // opts.clients + 1
-        old_ops, opts.ops = opts.ops, per
-        await asyncio.gather(*(blast(i) for i in range(opts.clients)))
-        opts.ops = old_ops
-    n_doc = len(annotations_map(docs[0].doc))
-    log(f"phase 3: document topped up to {n_doc} marks")
-    await all_have(n_doc, opts.wait_s)
-    late = AnnotationClient(url, token("dr-late"))
-    await late.connect()
-    t2 = time.perf_counter()
-    dl = await late.open(doc["id"])
-    late_ms = (time.perf_counter() - t2) * 1000.0
-    final = docs[0].annotations()
-    converged = converged_1 and dl.annotations() == final and all(
-        d.annotations() == final for d in docs[1:])
-    update_bytes = len(dl.doc.get_update())
-    for m, sub in zip(maps, subs, strict=True):
-        m.unobserve(sub)
-    errors = sum(len(d.errors) for d in docs) + sum(len(c.errors) for c in clients)
-    await asyncio.gather(*(c.close() for c in [*clients, late]))
+    workers = max(1, min(opts.workers, opts.clients))
+    shards = [list(range(opts.clients))[w::workers] for w in range(workers)]
+    interval = opts.clients / opts.rate
+    paced_each = max(1, int(opts.fanout_s / interval))
+    phase1_total = opts.clients * opts.ops
+    phase2_total = phase1_total + opts.clients * paced_each
+    topup_each = max(0, -(-(opts.doc_ops - phase2_total) // opts.clients))
+    doc_total = phase2_total + topup_each * opts.clients
+    shared = {"ops": opts.ops, "window": opts.window, "wait_s": opts.wait_s,
+              "clients": opts.clients, "rate": opts.rate, "paced_each": paced_each,
+              "phase1_total": phase1_total, "phase2_total": phase2_total,
+              "topup_each": topup_each, "doc_total": doc_total}
+    ctx = mp.get_context("spawn")
+    ctl = {name: ctx.Event() for name in ("go1", "go2", "go3", "sync3", "close")}
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=worker, args=((url, secret, doc["id"], shard, shared, ctl,
+                                               queue),)) for shard in shards]
+    for p in procs:
+        p.start()
+    try:
+        wait = opts.wait_s * 3
+        collect(queue, "ready", workers, wait)
+        log(f"{opts.clients} clients in {workers} processes opened the document")
+        cpu0 = proc_cpu_s(server_pid)
+        t0 = time.perf_counter()
+        ctl["go1"].set()
+        ends = collect(queue, "phase1", workers, wait)
+        elapsed = max(ends) - t0
+        server_cpu_s = proc_cpu_s(server_pid) - cpu0
+        log(f"phase 1: {phase1_total} ops in {elapsed:.2f} s")
+        t1 = time.perf_counter()
+        ctl["go2"].set()
+        fanout = [v for part in collect(queue, "phase2", workers, wait) for v in part]
+        paced_elapsed = time.perf_counter() - t1
+        log(f"phase 2: {len(fanout)} fan-out samples in {paced_elapsed:.2f} s")
+        ctl["go3"].set()
+        collect(queue, "phase3", workers, wait)
+        ctl["sync3"].set()
+        results = collect(queue, "digests", workers, wait)
+        log(f"phase 3: document of {doc_total} marks; late join")
+        late_ms, late_digest, late_bytes = asyncio.run(late_join(url, token("dr-late"),
+                                                                 doc["id"], doc_total))
+        ctl["close"].set()
+    finally:
+        for ev in ctl.values():
+            ev.set()
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+    digests = {d for ds, _ in results for d in ds}
+    errors = sum(e for _, e in results)
     return {
         "bench": "annotation",
         "clients": opts.clients,
-        "ops": total,
+        "client_processes": workers,
+        "ops": phase1_total,
         "elapsed_s": round(elapsed, 3),
-        "ops_per_s": round(total / elapsed, 1),
+        "ops_per_s": round(phase1_total / elapsed, 1),
         "server_cpu_pct": round(100.0 * server_cpu_s / elapsed, 1),
-        "server_cpu_ms_per_op": round(1000.0 * server_cpu_s / total, 3),
-        "converged": bool(converged),
-        "fanout_rate_ops_s": round(n_each * opts.clients / paced_elapsed, 1),
+        "server_cpu_ms_per_op": round(1000.0 * server_cpu_s / phase1_total, 3),
+        "converged": digests == {late_digest},
+        "fanout_rate_ops_s": round(opts.clients * paced_each / paced_elapsed, 1),
         "fanout_samples": len(fanout),
         "fanout_ms_p50": pct(fanout, 50),
         "fanout_ms_p99": pct(fanout, 99),
-        "late_join_doc_ops": n_doc,
-        "late_join_doc_bytes": update_bytes,
+        "late_join_doc_ops": doc_total,
+        "late_join_doc_bytes": late_bytes,
         "late_join_sync_ms": round(late_ms, 1),
         "errors": errors,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
+
+
+async def late_join(url: str, token: str, doc_id: str, expected: int) -> tuple[float, str, int]:
+    """Open the document with a fresh client: (ms until it holds every mark, digest, bytes)."""
+    from annotation.client import AnnotationClient
+
+    late = AnnotationClient(url, token)
+    await late.connect()
+    try:
+        t0 = time.perf_counter()
+        cdoc = await late.open(doc_id)
+        ms = (time.perf_counter() - t0) * 1000.0
+        if len(cdoc.annotations()) != expected:
+            raise SystemExit(f"late joiner got {len(cdoc.annotations())} of {expected} marks")
+        digest = hashlib.sha256(json.dumps(cdoc.annotations(), sort_keys=True).encode())
+        return ms, digest.hexdigest(), len(cdoc.doc.get_update())
+    finally:
+        await late.close()
 
 
 def main() -> None:
@@ -222,10 +314,11 @@ def main() -> None:
     parser.add_argument("--fanout-s", type=float, default=5.0, help="duration of phase 2")
     parser.add_argument("--doc-ops", type=int, default=10_000, help="document size, phase 3")
     parser.add_argument("--wait-s", type=float, default=120.0, help="bound on every wait")
+    parser.add_argument("--workers", type=int, default=4, help="client processes")
     opts = parser.parse_args()
     if opts.quick:
         opts.clients, opts.ops, opts.fanout_s, opts.doc_ops = 4, 100, 2.0, 2_000
-        opts.rate = 400.0
+        opts.rate, opts.workers = 400.0, 2
 
     from rtc_server.config import load_settings, prepare_data_dir, signing_secret
 
@@ -239,8 +332,10 @@ def main() -> None:
         "TELECONSULT_LIMITS__RATE_BURST": "100000",
         "TELECONSULT_LOG_LEVEL": "warning",
     }
+    profile = os.environ.get("BENCH_SERVER_PROFILE")  # a path: cProfile the server into it
+    prefix = ["-m", "cProfile", "-o", profile] if profile else []
     server = subprocess.Popen(
-        [sys.executable, "-m", "rtc_server.cli", "serve", "--port", str(port),
+        [sys.executable, *prefix, "-m", "rtc_server.cli", "serve", "--port", str(port),
          "--data-dir", str(data_dir)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
     )
@@ -256,9 +351,12 @@ def main() -> None:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit("server did not start") from None
                 time.sleep(0.2)
-        result = asyncio.run(asyncio.wait_for(run(url, secret, opts, server.pid), 900))
+        result = run(url, secret, opts, server.pid)
     finally:
-        server.terminate()
+        if profile:
+            server.send_signal(signal.SIGINT)
+        else:
+            server.terminate()
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
