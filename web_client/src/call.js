@@ -163,7 +163,7 @@ export class CallView {
         h("div", { class: "call-layout" }, h("div", { class: "stage" }, this.grid, this.controls), h("aside", { class: "side" }, this.tabButtons, this.tabBodies)),
       ),
     );
-    this.selectTab(this.grants.admit && this.lobby.length ? "people" : "people");
+    this.selectTab("people");
     this.renderControls();
     this.renderPeople();
     this.renderChat();
@@ -560,7 +560,11 @@ export class CallView {
         this.tiles.delete(key);
       }
     }
-    for (const tile of wanted) if (tile.parentNode !== this.grid || true) this.grid.append(tile);
+    // keep the order without moving tiles that are already in place (moving a playing video
+    // element is wasted work)
+    wanted.forEach((tile, i) => {
+      if (this.grid.children[i] !== tile) this.grid.insertBefore(tile, this.grid.children[i] || null);
+    });
     this.grid.dataset.count = String(wanted.length);
     if (!this.features.media) {
       if (!this.grid.querySelector(".unavailable")) this.grid.append(h("p", { class: "unavailable" }, tx("video_unavailable")));
