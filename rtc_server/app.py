@@ -11,7 +11,7 @@ from aiohttp import web
 import web_client
 from annotation import setup as annotation_setup
 from rehab_vision import setup as rehab_setup
-from rtc_server import http_api, security
+from rtc_server import audit_http, http_api, security
 from rtc_server.config import Settings, prepare_data_dir, signing_secret
 from rtc_server.keys import (
     AUDIT,
@@ -45,7 +45,10 @@ def create_app(settings: Settings) -> web.Application:
     """Build the server: HTTP API, Socket.IO signaling, records, and the feature packages."""
     settings = prepare_data_dir(settings)
     limits = settings.limits
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(
+        client_max_size=1024 * 1024,
+        middlewares=[audit_http.middleware(signing_secret(settings))],
+    )
     metrics = Metrics()
     store = RecordStore(settings.db_url, node=settings.node_id)
     registry = RoomRegistry(
@@ -123,6 +126,16 @@ def create_app(settings: Settings) -> web.Application:
     recording_setup(app, app[MEDIA])
     annotation_setup(app)
     rehab_setup(app)
+    # feature events worth an audit entry each, or a per-connection count (high-rate ones)
+    ns.audit_events(
+        {
+            "doc:open": "each",
+            "doc:sync": "summary",
+            "rehab:start": "each",
+            "rehab:stop": "each",
+            "rtc:offer": "summary",
+        }
+    )
 
     app.cleanup_ctx.append(_records_ctx)
     app.cleanup_ctx.append(_router_ctx)

@@ -1,0 +1,63 @@
+"""Audit of document HTTP routes: uploads, views and exports, with the caller's identity."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from rtc_server.keys import AUDIT
+from signaling.errors import SignalingError
+from signaling.tokens import verify_token
+
+DOCUMENT_PATH = re.compile(
+    r"^/api/rooms/(?P<room>[^/]+)/documents(?:/(?P<doc>[^/]+)(?P<rest>/.*)?)?$"
+)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _action(method: str, doc: str | None, rest: str | None) -> str | None:
+    if method == "POST" and doc is None:
+        return "document.upload"
+    if method != "GET" or doc is None:
+        return None  # listing a room's documents is not audited
+    if rest and rest.startswith("/export"):
+        return "document.export"
+    if rest and rest.startswith("/frames/"):
+        return None  # every slice scrolled past: the open (doc:open) is the audited view
+    return "document.view"
+
+
+def middleware(secret: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """An aiohttp middleware writing one audit entry per document upload, view and export."""
+
+    @web.middleware
+    async def audit_documents(request: web.Request, handler: Handler) -> web.StreamResponse:
+        match = DOCUMENT_PATH.match(request.path)
+        action = _action(request.method, match["doc"], match["rest"]) if match else None
+        if action is None or match is None:
+            return await handler(request)
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            header = request.headers.get("Authorization", "")
+            subject = "anonymous"
+            if header.startswith("Bearer "):
+                try:
+                    subject = verify_token(secret, header[7:]).identity
+                except SignalingError:
+                    subject = "invalid-token"
+            obj = f"room:{match['room']}" + (f"/doc:{match['doc']}" if match["doc"] else "")
+            result = "ok" if status < 400 else str(status)
+            await request.app[AUDIT].append(
+                action, subject, obj, result, {"ip": request.remote, "path": request.path}
+            )
+
+    return audit_documents
