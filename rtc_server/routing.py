@@ -74,6 +74,9 @@ class Router(Protocol):
     def on_message(self, callback: MessageFn) -> None:
         """Run `callback(kind, data)` for what other nodes broadcast."""
 
+    async def peer_urls(self) -> list[str]:
+        """Public URLs of the live nodes (this one included); empty on a single node."""
+
 
 def process_cpu_s() -> float:
     """CPU seconds (user + system) used by this process so far."""
@@ -104,6 +107,9 @@ class LocalRouter:
 
     def on_message(self, callback: MessageFn) -> None:
         return None
+
+    async def peer_urls(self) -> list[str]:
+        return []
 
 
 def rendezvous_index(room: str, count: int) -> int:
@@ -145,6 +151,9 @@ class RendezvousRouter:
 
     def on_message(self, callback: MessageFn) -> None:
         return None
+
+    async def peer_urls(self) -> list[str]:
+        return list(self.urls)
 
 
 # KEYS: none (one Redis, not Redis Cluster). ARGV: prefix, room, now.
@@ -392,6 +401,15 @@ class RedisRouter:
             if entry:
                 out.append(entry)
         return out
+
+    async def peer_urls(self) -> list[str]:
+        """Public URLs of the live nodes (best effort: this node's alone if Redis is down)."""
+        try:
+            return sorted({n["url"] for n in await self.nodes() if n.get("url")} | {self.node.url})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return [self.node.url]
 
     async def broadcast(self, kind: str, data: dict[str, Any]) -> None:
         """Publish a control message to the other nodes (best effort)."""

@@ -548,6 +548,10 @@ class ConsultNamespace(socketio.AsyncNamespace):
             payload["lobby"] = self._queue(room)
         for extra in self.join_extras:
             payload.update(await extra(caller))
+        peers = await self.router.peer_urls()
+        if peers:
+            # several nodes: where to reconnect if this node goes away (docs/protocol.md)
+            payload["nodes"] = peers
         return payload
 
     async def admit(self, room: Room, entry: LobbyEntry, by: str) -> Caller | None:

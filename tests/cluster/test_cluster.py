@@ -19,7 +19,7 @@ from PIL import Image
 from annotation.client import AnnotationClient
 from tests.cluster.conftest import Cluster, http_json
 from tests.cluster.routed import connect_any, connect_routed, locate
-from tests.helpers import Client
+from tests.helpers import Client, ConnectRefused
 
 FAILOVER_GOAL_S = 10.0
 
@@ -127,8 +127,9 @@ async def test_kill9_of_hosting_node_fails_over_with_chat_and_annotations(cluste
     victim.kill9()
     await asyncio.gather(host.wait_disconnected(), clin.wait_disconnected())
 
-    # every client reconnects through any node it knows, following redirects
-    survivors = cluster.urls
+    # every client reconnects through the nodes its join listed, following redirects
+    survivors = host.joined["nodes"]
+    assert sorted(survivors) == sorted(urls)
     host2, clin2 = await asyncio.gather(
         connect_any(survivors, t("mdt", "dr-host", "host"), deadline_s=FAILOVER_GOAL_S + 5),
         connect_any(survivors, t("mdt", "dr-b", "clinician"), deadline_s=FAILOVER_GOAL_S + 5),
@@ -164,7 +165,18 @@ async def test_redis_restart_is_survived(cluster: Cluster):
     t = cluster.tokens
     host = await joined(await connect_any(cluster.urls, t("clinic", "dr", "host")))
     try:
-        cluster.redis.restart()
+        cluster.redis.stop()
+        # Redis down: the room's own node keeps serving it; a room needing placement is refused
+        # with a code that says "retry"
+        assert (await host.call("chat:send", {"text": "during the outage"}))["ok"]
+        await host.next("chat:message", lambda m: m["text"] == "during the outage")
+        refused = None
+        try:
+            await connect_routed(host.url, t("elsewhere", "dr9", "host"))
+        except ConnectRefused as exc:
+            refused = exc
+        assert refused is not None and refused.code == "node_unavailable", refused
+        cluster.redis.start()
         assert await node_ids(cluster.redis.url) == set()
 
         async def registered() -> None:
