@@ -15,14 +15,33 @@ from tests.web.helpers import (
 )
 
 
-def ct_small() -> Path:
-    """pydicom's bundled CT slice (128x128, PixelSpacing 0.661468 mm): no download."""
+def ct_series(folder: Path, slices: int = 3) -> list[str]:
+    """A small CT series built from pydicom's bundled CT_small.dcm (128x128, PixelSpacing
+    0.661468 mm): same series, one slice per file, 5 mm apart. Nothing is downloaded."""
+    import numpy as np
+    from pydicom import dcmread
     from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
 
-    return Path(get_testdata_file("CT_small.dcm"))
+    paths = []
+    for i in range(slices):
+        ds = dcmread(get_testdata_file("CT_small.dcm"))
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = i + 1
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y, z + 5.0 * i]
+        pixels = ds.pixel_array.astype(np.int16)
+        ds.PixelData = np.roll(pixels, 10 * i, axis=1).tobytes()  # slices differ
+        path = folder / f"ct-{i + 1}.dcm"
+        ds.save_as(path)
+        paths.append(str(path))
+    return paths
 
 
-async def test_consult_flow(live: Any, new_page: Any, shot: Any, requests_seen: Any) -> None:
+async def test_consult_flow(
+    live: Any, new_page: Any, shot: Any, requests_seen: Any, tmp_path: Path
+) -> None:
     """Patient waits with a card, doctor admits; video both ways; chat; annotation; mute; end."""
     room = "consult-1"
     a11y: dict[str, list[str]] = {}
@@ -107,10 +126,10 @@ async def test_consult_flow(live: Any, new_page: Any, shot: Any, requests_seen: 
     )
     await expect(patient.locator("#call-notice")).to_contain_text("Dr Wang", timeout=WAIT_MS)
 
-    # shared DICOM slice: the doctor uploads, presents and draws; the patient follows and sees
-    # the mark with its length in mm (CT_small.dcm has a pixel spacing)
+    # a shared CT series: the doctor uploads, presents, scrolls and draws; the patient follows
+    # (slice and window) and sees the mark with its length in mm
     await doctor.locator("#tab-documents").click()
-    await doctor.set_input_files("#doc-upload", files=[str(ct_small())])
+    await doctor.set_input_files("#doc-upload", files=ct_series(tmp_path))
     await expect(doctor.locator("#doc-viewer")).to_be_visible(timeout=WAIT_MS)
     await patient.locator("#tab-documents").click()
     await patient.locator("#doc-list li[data-doc] button").first.click()
@@ -118,6 +137,10 @@ async def test_consult_flow(live: Any, new_page: Any, shot: Any, requests_seen: 
     await doctor.check("#present-box")
     await doctor.select_option("#preset-select", "bone")
     await expect(patient.locator("#preset-select")).to_have_value("bone", timeout=WAIT_MS)
+    await doctor.focus("#doc-canvas")
+    await doctor.keyboard.press("ArrowDown")
+    await expect(doctor.locator("#frame-label")).to_have_text("Slice 2 / 3")
+    await expect(patient.locator("#frame-label")).to_have_text("Slice 2 / 3", timeout=WAIT_MS)
     await doctor.locator("[data-tool=length]").click()
     canvas = doctor.locator("#doc-canvas")
     box = await canvas.bounding_box()
@@ -131,6 +154,7 @@ async def test_consult_flow(live: Any, new_page: Any, shot: Any, requests_seen: 
     await expect(mark).to_have_count(1, timeout=WAIT_MS)
     await expect(mark.locator(".measurement")).to_contain_text("mm", timeout=WAIT_MS)
     await expect(mark).to_have_attribute("data-author", "dr-wang")
+    await expect(mark).to_have_attribute("data-frame", "1")
     await shot(doctor, "05-doctor-mdt")
     a11y["05-doctor-mdt"] = await accessibility_violations(doctor)
     await shot(patient, "06-patient-mdt")
