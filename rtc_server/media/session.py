@@ -86,6 +86,7 @@ class PeerSession:
         self._offer_id = 0
         self._awaiting: int | None = None
         self._offered: list[Subscription] = []
+        self._early_candidates: dict[str, list[RtcCandidate]] = {}
 
     # -- helpers ----------------------------------------------------------------------------
     async def emit(self, event: str, payload: dict[str, Any]) -> None:
@@ -132,6 +133,7 @@ class PeerSession:
             await pc.setLocalDescription(answer)
             self.room.ice.after_gathering(pc)
             sdp = self.room.ice.outgoing_sdp(pc.localDescription.sdp)
+            await self._flush_candidates("publisher", pc)
         for source in gone:
             await self.room.unpublish(self.identity, source, "unpublished")
         for pub in new_pubs:
@@ -291,6 +293,7 @@ class PeerSession:
             except Exception as exc:
                 raise MediaError("bad_sdp", f"answer rejected: {exc}") from exc
             self._awaiting = None
+            await self._flush_candidates("subscriber", pc)
             mismatched = []
             for sub in self._offered:
                 if sub.transceiver is None or sub.closed:
@@ -306,8 +309,23 @@ class PeerSession:
 
     async def on_candidate(self, msg: RtcCandidate) -> None:
         pc = self.pub_pc if msg.pc == "publisher" else self.sub_pc
-        if pc is None or pc.remoteDescription is None:
-            raise MediaError("no_peer_connection", f"no {msg.pc} connection yet")
+        negotiating = self._pub_lock.locked() if msg.pc == "publisher" else bool(self._awaiting)
+        if pc is None or pc.remoteDescription is None or negotiating:
+            # trickled before its offer/answer has landed (Socket.IO handlers run
+            # concurrently): keep it, bounded, and apply it once the description is set
+            pending = self._early_candidates.setdefault(msg.pc, [])
+            if len(pending) >= 32:
+                raise MediaError("too_many_candidates", "too many early candidates")
+            pending.append(msg)
+            return
+        await self._add_candidate(pc, msg)
+
+    async def _flush_candidates(self, which: str, pc: RTCPeerConnection) -> None:
+        for msg in self._early_candidates.pop(which, []):
+            with contextlib.suppress(MediaError):
+                await self._add_candidate(pc, msg)
+
+    async def _add_candidate(self, pc: RTCPeerConnection, msg: RtcCandidate) -> None:
         if msg.candidate is None or not msg.candidate.strip():
             await pc.addIceCandidate(None)  # type: ignore[arg-type]
             return
