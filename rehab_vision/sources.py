@@ -19,14 +19,17 @@ class VideoFileTrack(MediaStreamTrack):
 
     Decoding runs in a worker thread, a frame at a time, so the event loop is not blocked.
     ``recv()`` raises :class:`MediaStreamError` at the end (after ``loops`` passes). With
-    ``hold``, the first picture repeats until the event is set, then the clip plays.
+    ``hold``, the first picture repeats until the event is set, then the clip plays; with
+    ``tail_s``, the last picture repeats that long before the end.
     """
 
     kind = "video"
 
     def __init__(self, path: str | Path, fps: float | None = None, loops: int = 1,
-                 max_side: int = MAX_SIDE, hold: asyncio.Event | None = None) -> None:
+                 max_side: int = MAX_SIDE, hold: asyncio.Event | None = None,
+                 tail_s: float = 0.0) -> None:
         super().__init__()
+        self._last: av.VideoFrame | None = None
         self._hold = hold  # until set, the first frame repeats (the patient waits to start)
         self._first: av.VideoFrame | None = None
         self._path = str(path)
@@ -37,6 +40,7 @@ class VideoFileTrack(MediaStreamTrack):
             self.source_fps = float(s.average_rate or 30)
             self._size = fit_size(s.codec_context.height, s.codec_context.width, max_side)
         self.fps = fps or self.source_fps
+        self._tail = round(tail_s * self.fps)  # frames of the last picture at the end
         self._frames = self._iterate()
         self._n = 0
         self._start: float | None = None
@@ -56,9 +60,13 @@ class VideoFileTrack(MediaStreamTrack):
             frame = self._first.reformat()  # a copy: the sender may own the previous one
         else:
             frame = await asyncio.to_thread(next, self._frames, None)
+            if frame is None and self._tail > 0 and self._last is not None:
+                self._tail -= 1
+                frame = self._last.reformat()  # the patient stays in view a moment
             if frame is None:
                 self.stop()
                 raise MediaStreamError
+            self._last = frame
             if self._first is None and self._hold is not None:
                 self._first = frame.reformat()
         if self._start is None:

@@ -63,7 +63,10 @@ async def test_live_session_counts_reps_of_a_published_clip(live: Any, connect: 
         await media.wait_event(lambda ev, p: ev == "rtc:config" and p["can_publish"], 20)
         # the first picture repeats until the session runs, then the clip plays in real time
         go = asyncio.Event()
-        await media.publish({"camera": VideoFileTrack(DATA / clip["video"], hold=go)})
+        # ... and the last one stays 2 s: the final frames of a stream that simply stops may
+        # never come out of a jitter buffer, and the fourth rep ends 0.5 s before the clip
+        track = VideoFileTrack(DATA / clip["video"], hold=go, tail_s=2.0)
+        await media.publish({"camera": track})
         await doc.next("rtc:track_published", timeout=20)
         ack = await doc.call("rehab:start", {"exercise": "squat", "target_reps": 4})
         assert ack["ok"], ack
