@@ -155,6 +155,11 @@ async def test_consult_flow(
     await expect(mark.locator(".measurement")).to_contain_text("mm", timeout=WAIT_MS)
     await expect(mark).to_have_attribute("data-author", "dr-wang")
     await expect(mark).to_have_attribute("data-frame", "1")
+    # the doctor's pointer is shown to the patient (awareness), by name
+    await doctor.mouse.move(x0 + 10, y0 + 10)
+    await expect(patient.locator("#doc-canvas")).to_have_attribute(
+        "data-cursors", "Dr Wang", timeout=WAIT_MS
+    )
     await shot(doctor, "05-doctor-mdt")
     a11y["05-doctor-mdt"] = await accessibility_violations(doctor)
     await shot(patient, "06-patient-mdt")

@@ -6,11 +6,14 @@
 import * as Y from "yjs";
 import * as encoding from "lib0/encoding";
 import * as decoding from "lib0/decoding";
+import * as awarenessProtocol from "y-protocols/awareness";
 import * as syncProtocol from "y-protocols/sync";
 import { button, clear, h, setI18n, tx } from "./dom.js";
 import { t } from "./i18n.js";
 
 const MESSAGE_SYNC = 0;
+const MESSAGE_AWARENESS = 1;
+const CURSOR_INTERVAL_MS = 150; // pointer updates, well under the server's rate limit
 const TOOLS = ["pan", "arrow", "text", "freehand", "ellipse", "rect", "length", "angle"];
 const PRESETS = ["", "soft_tissue", "lung", "bone", "brain"];
 const REMOTE = "remote";
@@ -77,6 +80,9 @@ export class DocumentsPanel {
     });
     session.on("doc:sync", (msg) => {
       if (this.current && msg.doc_id === this.current.info.id) this.handleMessage(toBytes(msg.msg));
+    });
+    session.on("doc:awareness", (msg) => {
+      if (this.current && msg.doc_id === this.current.info.id) this.applyAwareness(toBytes(msg.msg));
     });
     session.on("joined", () => this.refresh(true));
   }
@@ -165,6 +171,7 @@ export class DocumentsPanel {
   async open(docId, existing = null) {
     if (this.current && this.current.info.id !== docId) {
       this.session.call("doc:close", { doc_id: this.current.info.id }).catch(() => null);
+      if (this.current.awareness) this.current.awareness.destroy();
       this.current.ydoc.destroy();
       this.current = null;
     }
@@ -176,6 +183,19 @@ export class DocumentsPanel {
     if (!existing) {
       const cur = { info: ack.document, ydoc, amap: ydoc.getMap("annotations"), vmap: ydoc.getMap("view"), frame: 0, preset: "", zoom: 1, panX: 0, panY: 0 };
       this.current = cur;
+      cur.awareness = new awarenessProtocol.Awareness(ydoc);
+      cur.awareness.on("update", ({ added, updated, removed }, origin) => {
+        if (origin === REMOTE) {
+          this.redraw();
+          return;
+        }
+        const changed = added.concat(updated, removed).filter((id) => id === ydoc.clientID);
+        if (!changed.length || this.current !== cur) return;
+        const e = encoding.createEncoder();
+        encoding.writeVarUint(e, MESSAGE_AWARENESS);
+        encoding.writeVarUint8Array(e, awarenessProtocol.encodeAwarenessUpdate(cur.awareness, changed));
+        this.session.call("doc:awareness", { doc_id: cur.info.id, msg: encoding.toUint8Array(e) }).catch(() => null);
+      });
       ydoc.on("update", (update, origin) => {
         if (origin === REMOTE || this.current !== cur) return;
         const e = encoding.createEncoder();
@@ -190,6 +210,7 @@ export class DocumentsPanel {
     }
     this.canWrite = Boolean(ack.can_write);
     for (const reply of ack.replies || []) this.handleMessage(toBytes(reply));
+    if (ack.awareness) this.applyAwareness(toBytes(ack.awareness));
     this.viewer.hidden = false;
     this.renderList();
     this.renderTools();
@@ -217,6 +238,39 @@ export class DocumentsPanel {
     encoding.writeVarUint(enc, MESSAGE_SYNC);
     syncProtocol.readSyncMessage(decoder, enc, this.current.ydoc, REMOTE);
     if (encoding.length(enc) > 1) this.send(encoding.toUint8Array(enc));
+  }
+
+  applyAwareness(bytes) {
+    if (!this.current || !bytes.length) return;
+    const decoder = decoding.createDecoder(bytes);
+    if (decoding.readVarUint(decoder) !== MESSAGE_AWARENESS) return;
+    awarenessProtocol.applyAwarenessUpdate(this.current.awareness, decoding.readVarUint8Array(decoder), REMOTE);
+  }
+
+  /** Share this pointer (image coordinates and frame) with the others, throttled. */
+  shareCursor(point) {
+    const cur = this.current;
+    if (!cur || !cur.awareness) return;
+    this.pendingCursor = point;
+    if (this.cursorTimer) return;
+    this.cursorTimer = setTimeout(() => {
+      this.cursorTimer = null;
+      const p = this.pendingCursor;
+      if (!this.current || !this.current.awareness) return;
+      this.current.awareness.setLocalStateField("cursor", p ? { x: Number(p[0].toFixed(1)), y: Number(p[1].toFixed(1)), frame: this.current.frame } : null);
+    }, CURSOR_INTERVAL_MS);
+  }
+
+  remoteCursors() {
+    const cur = this.current;
+    const out = [];
+    if (!cur || !cur.awareness) return out;
+    cur.awareness.getStates().forEach((state, clientId) => {
+      if (clientId === cur.ydoc.clientID || !state || !state.cursor || !state.user) return;
+      if (state.cursor.frame !== cur.frame) return;
+      out.push({ x: state.cursor.x, y: state.cursor.y, name: state.user.name, colour: state.user.colour });
+    });
+    return out;
   }
 
   status(err) {
@@ -417,8 +471,10 @@ export class DocumentsPanel {
       }
       this.draft = { tool: this.tool, points: [p, p] };
     });
+    c.addEventListener("pointerleave", () => this.shareCursor(null));
     c.addEventListener("pointermove", (e) => {
       if (!this.current) return;
+      this.shareCursor(this.toImage(e));
       if (panStart) {
         const rect = c.getBoundingClientRect();
         this.setView({ panX: panStart.panX + (e.clientX - panStart.x) / rect.width, panY: panStart.panY + (e.clientY - panStart.y) / rect.height });
@@ -564,6 +620,9 @@ export class DocumentsPanel {
       const label = m.measurement && m.measurement.label ? m.measurement.label : liveMeasure(m.tool, m.points, cur.info.pixel_spacing);
       drawMark(ctx, m.tool, m.points, m.colour || "#ff0000", lw, [m.text, label].filter(Boolean).join(" "), scale);
     }
+    const cursors = this.remoteCursors();
+    for (const c of cursors) drawCursor(ctx, c, scale);
+    this.canvas.dataset.cursors = cursors.map((c) => c.name).join(",");
     if (this.draft) {
       drawMark(ctx, this.draft.tool, this.draft.points, "#ffff00", lw, liveMeasure(this.draft.tool, this.draft.points, cur.info.pixel_spacing), scale);
     }
@@ -591,6 +650,23 @@ export class DocumentsPanel {
     }
     this.element.dataset.marks = String(marks.length);
   }
+}
+
+function drawCursor(ctx, c, scale) {
+  ctx.save();
+  ctx.fillStyle = c.colour || "#ff0";
+  ctx.strokeStyle = "#000";
+  ctx.lineWidth = 1.5 / scale;
+  ctx.beginPath();
+  ctx.arc(c.x, c.y, 6 / scale, 0, Math.PI * 2);
+  ctx.fill();
+  ctx.stroke();
+  ctx.font = `${12 / scale}px system-ui, sans-serif`;
+  ctx.lineWidth = 3 / scale;
+  ctx.fillStyle = "#fff";
+  ctx.strokeText(c.name, c.x + 9 / scale, c.y + 4 / scale);
+  ctx.fillText(c.name, c.x + 9 / scale, c.y + 4 / scale);
+  ctx.restore();
 }
 
 function drawMark(ctx, tool, points, colour, lw, label, scale) {
@@ -634,9 +710,10 @@ function drawMark(ctx, tool, points, colour, lw, label, scale) {
   }
   if (label) {
     const at = tool === "angle" ? b : points[points.length - 1];
-    ctx.font = `${14 / scale}px system-ui, sans-serif`;
+    ctx.font = `600 ${14 / scale}px system-ui, sans-serif`;
     ctx.lineWidth = 3 / scale;
     ctx.strokeStyle = "#000";
+    ctx.fillStyle = "#fff"; // white on a dark outline reads on any image; the mark has the colour
     ctx.strokeText(label, at[0] + 6 / scale, at[1] - 6 / scale);
     ctx.fillText(label, at[0] + 6 / scale, at[1] - 6 / scale);
   }
