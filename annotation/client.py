@@ -27,6 +27,8 @@ from .model import annotations_map, identity_colour, new_doc, view_map
 from .sync import EMPTY_UPDATE, parse_sync_message, step1, sync_message, update_message
 
 WAIT_S = 10.0
+OPEN_WAIT_S = 30.0
+MAX_FRAME_BYTES = 256 * 1024 * 1024
 Point = tuple[float, float]
 
 
@@ -125,7 +127,8 @@ class ClientDoc:
         self.client._notify()
 
     async def _open(self) -> None:
-        ack = await self.client.call("doc:open", {"doc_id": self.doc_id, "msg": step1(self.doc)})
+        ack = await self.client.call("doc:open", {"doc_id": self.doc_id, "msg": step1(self.doc)},
+                                     timeout=OPEN_WAIT_S)
         self.info = ack["document"]
         self.can_write = bool(ack.get("can_write"))
         self._online = True
@@ -286,7 +289,9 @@ class AnnotationClient:
         self.sio = self._new_socket()
 
     def _new_socket(self) -> socketio.AsyncClient:
-        sio = socketio.AsyncClient(reconnection=False)
+        # a late joiner's sync step 2 can be several MB: lift aiohttp's 4 MB frame limit
+        sio = socketio.AsyncClient(reconnection=False, websocket_extra_options={
+            "max_msg_size": MAX_FRAME_BYTES})
         sio.on("doc:sync", self._on_sync)
         sio.on("doc:awareness", self._on_awareness)
         sio.on("error", self._on_error)

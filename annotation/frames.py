@@ -25,7 +25,8 @@ class FrameLoader:
         self._size = cache_size
         self._lock = threading.Lock()
 
-    def _dataset(self, sha: str) -> Dataset:
+    def dataset(self, sha: str) -> Dataset:
+        """The parsed DICOM file of a blob (pixels decoded), from a small LRU."""
         with self._lock:
             ds = self._cache.get(sha)
             if ds is not None:
@@ -49,7 +50,7 @@ class FrameLoader:
         if doc.kind != "dicom":
             return None
         entry = self._entry(doc, index)
-        ds = self._dataset(entry["blob"])
+        ds = self.dataset(entry["blob"])
         if dicom.is_color(ds):
             return None
         return dicom.frame_pixels(ds, entry["frame"])
@@ -61,7 +62,7 @@ class FrameLoader:
         if doc.kind != "dicom":
             with Image.open(BytesIO(self.store.get(entry["blob"]))) as img:
                 return img.convert("RGB")
-        ds = self._dataset(entry["blob"])
+        ds = self.dataset(entry["blob"])
         if dicom.is_color(ds):
             return Image.fromarray(dicom.frame_pixels(ds, entry["frame"])).convert("RGB")
         values = dicom.frame_pixels(ds, entry["frame"])

@@ -86,6 +86,7 @@ class Routes:
         app.router.add_get(base + "/{doc_id}/frames/{frame}.png", self._wrap(self.frame_png))
         app.router.add_get(base + "/{doc_id}/export.png", self._wrap(self.export_png))
         app.router.add_get(base + "/{doc_id}/export.json", self._wrap(self.export_json))
+        app.router.add_get(base + "/{doc_id}/export.gsps.dcm", self._wrap(self.export_gsps))
 
     def _wrap(self, handler: Callable[..., Any]) -> Callable[[web.Request], Any]:
         async def run(request: web.Request) -> web.StreamResponse:
@@ -198,3 +199,35 @@ class Routes:
             request.match_info["doc_id"], room)
         body = export_json(info, annotations, invalid, view)
         return web.Response(text=json.dumps(body), content_type="application/json")
+
+    async def export_gsps(self, request: web.Request, room: str, _who: Any) -> web.Response:
+        """GET: a DICOM Grayscale Softcopy Presentation State of the marks (DICOM documents)."""
+        import asyncio
+
+        from .gsps import build_gsps
+
+        info, annotations, _invalid, view = await self.service.state(
+            request.match_info["doc_id"], room)
+        if info.kind != "dicom":
+            raise InvalidDocument("a presentation state exists only for DICOM documents",
+                                  code="not_dicom")
+        window = _window(request)
+        if window is None and view.get("window_width"):
+            try:
+                window = dicom.Window(float(view["window_center"]), float(view["window_width"]))
+            except (KeyError, TypeError, ValueError):
+                window = None
+
+        def build() -> bytes:
+            blobs: list[str] = []
+            refs: list[tuple[int, int]] = []
+            for entry in info.frame_index:
+                if entry["blob"] not in blobs:
+                    blobs.append(entry["blob"])
+                refs.append((blobs.index(entry["blob"]), int(entry["frame"])))
+            datasets = [self.service.frames.dataset(b) for b in blobs]
+            return build_gsps(datasets, refs, annotations, window)
+
+        body = await asyncio.to_thread(build)
+        return web.Response(body=body, content_type="application/dicom", headers={
+            "Content-Disposition": f'attachment; filename="{info.id}-gsps.dcm"'})

@@ -17,23 +17,33 @@ CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
 CT_BYTES = CT_SMALL.read_bytes()
 
 
-async def upload(live: Live, room: str, identity: str, role: str, data: bytes,
-                 name: str = "file.bin", **token_kw: Any) -> tuple[int, dict[str, Any]]:
+async def upload(
+    live: Live,
+    room: str,
+    identity: str,
+    role: str,
+    data: bytes,
+    name: str = "file.bin",
+    **token_kw: Any,
+) -> tuple[int, dict[str, Any]]:
     """POST a multipart upload; (status, json body)."""
     token = live.tokens(room, identity, role, **token_kw)
     form = aiohttp.FormData()
     form.add_field("file", data, filename=name, content_type="application/octet-stream")
-    async with aiohttp.ClientSession() as http, http.post(
-        f"{live.url}/api/rooms/{room}/documents", data=form,
-        headers={"Authorization": f"Bearer {token}"},
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{live.url}/api/rooms/{room}/documents",
+            data=form,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as resp,
+    ):
         return resp.status, await resp.json()
 
 
 async def http_get(live: Live, path: str, token: str | None) -> tuple[int, bytes, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as http, http.get(live.url + path,
-                                                          headers=headers) as resp:
+    async with aiohttp.ClientSession() as http, http.get(live.url + path, headers=headers) as resp:
         return resp.status, await resp.read(), resp.headers
 
 

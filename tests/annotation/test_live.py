@@ -29,8 +29,8 @@ async def converge(clients, docs, keys=None, timeout=15.0):
     async def one(client, doc):
         def done():
             ann = doc.annotations()
-            return (keys is None or set(ann) == keys) and all(
-                d.annotations() == ann for d in docs)
+            return (keys is None or set(ann) == keys) and all(d.annotations() == ann for d in docs)
+
         await client.wait_until(done, timeout)
 
     await asyncio.gather(*(one(c, d) for c, d in zip(clients, docs, strict=True)))
@@ -204,16 +204,16 @@ async def test_export_png_and_json_show_the_marks(live, ct_doc, make_client):
     img = np.asarray(Image.open(BytesIO(body)).convert("RGB")).astype(int)
     s = int(headers["X-Export-Scale"])
     assert s == 4 and img.shape[1] == 128 * s and img.shape[0] > 128 * s  # legend band below
-    colour = np.array([int(identity_colour("dr-e")[i:i + 2], 16) for i in (1, 3, 5)])
+    colour = np.array([int(identity_colour("dr-e")[i : i + 2], 16) for i in (1, 3, 5)])
 
     def near(x, y, r=2):
-        patch = img[y * s - r:y * s + r + 1, x * s - r:x * s + r + 1]
+        patch = img[y * s - r : y * s + r + 1, x * s - r : x * s + r + 1]
         return bool((np.abs(patch - colour).sum(axis=2) < 30).any())
 
     assert near(20, 30) and near(40, 20) and near(60, 35)  # rectangle edges
     assert near(50, 100) and near(90, 100)  # length line
     assert not near(40, 30, r=1)  # inside the rectangle is the image, not the mark
-    legend = img[128 * s:]
+    legend = img[128 * s :]
     assert (np.abs(legend - colour).sum(axis=2) < 30).any()  # author swatch in the legend
     # the plain rendered slice has none of the mark colour where the rectangle is
     status, plain, _ = await http_get(live, base + "/frames/0.png?preset=soft_tissue", token)
@@ -267,3 +267,38 @@ async def test_awareness_is_stamped_and_removed(live, ct_doc, make_client):
     assert state["user"]["colour"] == identity_colour("dr-a")
     await a.disconnect()
     await b.wait_until(lambda: not db.remote_awareness)
+
+
+async def test_gsps_export_for_dicom(live, ct_doc, make_client):
+    pytest.importorskip("highdicom")
+    c = await make_client("dr-g", "clinician", name="Dr GSPS")
+    d = await c.open(ct_doc["id"])
+    d.draw_length((10, 20), (70, 100))
+    d.draw_ellipse((44, 48), (84, 72))
+    d.draw_arrow((5, 5), (30, 30), text="lesion")
+    await d.flush()
+    token = live.tokens("mdt", "dr-g", "clinician")
+    path = f"/api/rooms/mdt/documents/{ct_doc['id']}/export.gsps.dcm?preset=lung"
+    status, body, _ = await http_get(live, path, token)
+    assert status == 200, body[:200]
+    pr = pydicom.dcmread(BytesIO(body))
+    ct = pydicom.dcmread(CT_SMALL)
+    assert pr.Modality == "PR"
+    assert pr.ReferencedSeriesSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID \
+        == ct.SOPInstanceUID
+    objects = [o for ann in pr.GraphicAnnotationSequence
+               for o in ann.get("GraphicObjectSequence", [])]
+    assert sorted(o.GraphicType for o in objects) == ["ELLIPSE", "POLYLINE", "POLYLINE"]
+    texts = [t.UnformattedTextValue for ann in pr.GraphicAnnotationSequence
+             for t in ann.get("TextObjectSequence", [])]
+    assert any("mm" in t for t in texts) and any("lesion" in t for t in texts)
+    assert pr.GraphicLayerSequence[0].GraphicLayerDescription == "Dr GSPS"
+    voi = pr.SoftcopyVOILUTSequence[0]
+    assert float(voi.WindowCenter) == -600 and float(voi.WindowWidth) == 1500
+    # a PNG document has no presentation state
+    buf = BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG")
+    status, doc = await upload(live, "mdt", "dr-host", "host", buf.getvalue(), "p.png")
+    status, body, _ = await http_get(
+        live, f"/api/rooms/mdt/documents/{doc['document']['id']}/export.gsps.dcm", token)
+    assert status == 422 and b"not_dicom" in body

@@ -40,8 +40,9 @@ def test_uncalibrated_flag():
 
 
 def test_angle_degrees():
-    assert measure.angle([(10, 0), (0, 0), (0, 10)], (SPACING, SPACING))["value"] == \
-        pytest.approx(90.0)
+    assert measure.angle([(10, 0), (0, 0), (0, 10)], (SPACING, SPACING))["value"] == pytest.approx(
+        90.0
+    )
     assert measure.angle([(10, 0), (0, 0), (10, 10)], None)["value"] == pytest.approx(45.0)
     assert measure.angle([(1, 0), (0, 0), (-1, 0)], None)["value"] == pytest.approx(180.0)
 

@@ -21,9 +21,19 @@ from annotation.sync import (
 
 
 def mark(doc: Doc, key: str, tool: str = "length", author: str = "alice", **extra) -> None:
-    annotations_map(doc)[key] = Map({
-        "id": key, "author": author, "tool": tool, "points": [[0.0, 0.0], [3.0, 4.0]],
-        "frame": 0, "colour": "#ff0000", "created": 1.0, "updated": 1.0, **extra})
+    annotations_map(doc)[key] = Map(
+        {
+            "id": key,
+            "author": author,
+            "tool": tool,
+            "points": [[0.0, 0.0], [3.0, 4.0]],
+            "frame": 0,
+            "colour": "#ff0000",
+            "created": 1.0,
+            "updated": 1.0,
+            **extra,
+        }
+    )
 
 
 def sync_client(engine: SyncEngine, client: Doc, can_write: bool = True) -> None:
@@ -33,8 +43,9 @@ def sync_client(engine: SyncEngine, client: Doc, can_write: bool = True) -> None
     _, payload = parse_sync_message(step2)
     client.apply_update(payload)
     _, sv = parse_sync_message(server_step1)
-    engine.handle(sync_message(YSyncMessageType.SYNC_STEP2, client.get_update(sv)),
-                  can_write=can_write)
+    engine.handle(
+        sync_message(YSyncMessageType.SYNC_STEP2, client.get_update(sv)), can_write=can_write
+    )
 
 
 def test_two_writers_converge_through_the_engine():
@@ -92,11 +103,19 @@ def test_read_only_caller_can_read_but_not_write():
     assert set(server["annotations"].to_py()) == {"m1"}
 
 
-@pytest.mark.parametrize("bad", [
-    b"", b"\x00", b"\x07\x00\x00", b"\x00\x05\x00", b"\x00\x02\x10abc",
-    b"\x00\x02\x03\xff\xff\xff", b"\x00\x02\x02\x00\x00trailing",
-    update_message(b"\x01\x02\x03\x04garbage-garbage-garbage"),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"",
+        b"\x00",
+        b"\x07\x00\x00",
+        b"\x00\x05\x00",
+        b"\x00\x02\x10abc",
+        b"\x00\x02\x03\xff\xff\xff",
+        b"\x00\x02\x02\x00\x00trailing",
+        update_message(b"\x01\x02\x03\x04garbage-garbage-garbage"),
+    ],
+)
 def test_malformed_messages_leave_the_doc_intact(bad: bytes):
     server = new_doc()
     engine = SyncEngine(server)
@@ -121,8 +140,9 @@ def test_server_fixups_stamp_author_and_measure():
     updates = []
     client.observe(lambda e: updates.append(e.update))
     mark(client, "m1", author="mallory")
-    out = engine.handle(update_message(updates[-1]), can_write=True,
-                        origin=Author("alice", "Dr Alice"))
+    out = engine.handle(
+        update_message(updates[-1]), can_write=True, origin=Author("alice", "Dr Alice")
+    )
     assert len(out.replies) == 1  # the server's fix-up goes back to the sender
     client.apply_update(parse_sync_message(out.replies[0])[1])
     entry = client["annotations"].to_py()["m1"]
@@ -155,9 +175,14 @@ def test_awareness_is_stamped_and_owned():
     assert relay.states() == {}
 
 
-@pytest.mark.parametrize("bad", [
-    b"\x00\x01\x00", b"\x01\x05\x01", b"\x01" + bytes([5, 1, 42, 1, 3]) + b"[1]",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"\x00\x01\x00",
+        b"\x01\x05\x01",
+        b"\x01" + bytes([5, 1, 42, 1, 3]) + b"[1]",
+    ],
+)
 def test_awareness_malformed(bad: bytes):
     with pytest.raises(MalformedMessage):
         AwarenessRelay().apply(bad, peer("s1", "alice"))

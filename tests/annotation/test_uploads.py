@@ -79,9 +79,12 @@ def test_decompression_bomb_is_refused_before_decoding(store: BlobStore):
     # a PNG header claiming 30000 x 30000 pixels, with a tiny compressed body
     width = height = 30000
     raw = zlib.compress(b"\x00" * 100)
+
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return (len(body).to_bytes(4, "big") + kind + body
-                + zlib.crc32(kind + body).to_bytes(4, "big"))
+        return (
+            len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+        )
+
     ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
     bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
     with pytest.raises(DocumentTooLarge):
@@ -176,11 +179,31 @@ def test_mr_file_window_is_used(store: BlobStore):
     doc = ingest([("mr.dcm", Path(path).read_bytes())], store)
     from annotation.documents import DocumentInfo
 
-    info = DocumentInfo(id="x" * 32, room="r", uploaded_by="u", uploaded_by_name="U",
-                        uploaded_at=0.0, **{k: getattr(doc, k) for k in (
-                            "name", "kind", "mime", "sha256", "size", "frames", "width",
-                            "height", "modality", "pixel_spacing", "spacing_source",
-                            "series_uid", "frame_index")})
+    info = DocumentInfo(
+        id="x" * 32,
+        room="r",
+        uploaded_by="u",
+        uploaded_by_name="U",
+        uploaded_at=0.0,
+        **{
+            k: getattr(doc, k)
+            for k in (
+                "name",
+                "kind",
+                "mime",
+                "sha256",
+                "size",
+                "frames",
+                "width",
+                "height",
+                "modality",
+                "pixel_spacing",
+                "spacing_source",
+                "series_uid",
+                "frame_index",
+            )
+        },
+    )
     img = FrameLoader(store).render(info, 0)
     assert img.size == (64, 64) and img.mode == "RGB"
 
