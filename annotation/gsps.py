@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 
 from . import measure
 from .dicom import Window
+from .errors import AnnotationError
 from .model import Annotation
 
 SERIES_DESCRIPTION = "teleconsult annotations"
@@ -25,7 +26,8 @@ def _require_highdicom() -> object:
     try:
         import highdicom
     except ImportError as exc:  # optional: raise a message that says what to install
-        raise RuntimeError("GSPS export needs highdicom: pip install highdicom") from exc
+        raise AnnotationError("GSPS export needs highdicom: pip install highdicom",
+                              code="gsps_unavailable") from exc
     return highdicom
 
 
