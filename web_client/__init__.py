@@ -40,7 +40,19 @@ async def index(_request: web.Request) -> web.StreamResponse:
         return web.FileResponse(
             MISSING_BUNDLE_PAGE, status=503, headers={"Content-Type": "text/html; charset=utf-8"}
         )
-    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    return web.Response(
+        text=_index_html(), content_type="text/html", headers={"Cache-Control": "no-cache"}
+    )
+
+
+def _index_html() -> str:
+    """index.html with the bundle and stylesheet versioned by modification time, so a browser
+    never runs an old bundle after the server was upgraded (the page itself is never cached)."""
+    page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    for asset in ("dist/app.js", "app.css"):
+        version = int((STATIC_DIR / asset).stat().st_mtime)
+        page = page.replace(f"/static/{asset}", f"/static/{asset}?v={version}")
+    return page
 
 
 def _features(app: web.Application) -> dict[str, bool]:

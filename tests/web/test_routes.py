@@ -20,7 +20,7 @@ async def get(url: str) -> tuple[int, str, dict[str, str]]:
 async def test_join_page_and_client_config(live: Any) -> None:
     status, body, _ = await get(f"{live.url}/join?token=x")
     if web_client.BUNDLE.is_file():
-        assert status == 200 and "/static/dist/app.js" in body
+        assert status == 200 and "/static/dist/app.js?v=" in body and "/static/app.css?v=" in body
     status, body, _ = await get(f"{live.url}/api/client-config")
     assert status == 200
     features = json.loads(body)["features"]
