@@ -5,7 +5,7 @@
 // clinician sees live reps, angle, phase and score, and the report at the end.
 // Shown only when the server has the rehab events (features.rehab); otherwise "not available".
 import { button, clear, h, setI18n, tx } from "./dom.js";
-import { lang, t } from "./i18n.js";
+import { hasKey, lang, t } from "./i18n.js";
 import { say } from "./voice.js";
 
 export class RehabPanel {
@@ -122,7 +122,7 @@ export class RehabPanel {
           h("dt", {}, tx("rehab_angle")),
           h("dd", { id: "rehab-angle" }, u && u.angle != null ? `${u.angle.toFixed(0)}°` : "–"),
           h("dt", {}, tx("rehab_phase")),
-          h("dd", {}, u ? u.phase : "–"),
+          h("dd", { id: "rehab-phase" }, u ? (hasKey(`phase_${u.phase}`) ? tx(`phase_${u.phase}`) : u.phase) : "–"),
           h("dt", {}, tx("rehab_score")),
           h("dd", { id: "rehab-score" }, u && u.score != null ? u.score.toFixed(0) : "–"),
           h("dt", {}, tx("rehab_tracking")),
