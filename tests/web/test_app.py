@@ -163,9 +163,17 @@ async def test_consult_flow(
     await shot(doctor, "05-doctor-mdt")
     a11y["05-doctor-mdt"] = await accessibility_violations(doctor)
     await shot(patient, "06-patient-mdt")
+    await expect(doctor.locator("#saved-state")).to_have_attribute("data-state", "saved")
     async with doctor.expect_download(timeout=WAIT_MS) as download:
         await doctor.click("#export-png")
     assert (await download.value).suggested_filename.endswith(".png")
+    async with doctor.expect_download(timeout=WAIT_MS) as download:
+        await doctor.click("#export-gsps")
+    gsps = tmp_path / "export-gsps.dcm"
+    await (await download.value).save_as(gsps)
+    assert gsps.stat().st_size > 132  # a DICOM Part 10 file: preamble, then "DICM"
+    with gsps.open("rb") as fh:
+        assert fh.read(132)[128:] == b"DICM"
     await doctor.click("#undo-mark")
     await expect(mark).to_have_count(0, timeout=WAIT_MS)
 

@@ -32,7 +32,8 @@ function toBytes(data) {
 
 /** The value shown while drawing (the server's measurement replaces it once synced). */
 export function liveMeasure(tool, points, spacing) {
-  const [sx, sy] = spacing || [1, 1];
+  // pixel_spacing is [row_mm, col_mm]: y steps are rows, x steps are columns
+  const [sy, sx] = spacing || [1, 1];
   const unit = spacing ? "mm" : "px";
   if (tool === "length" && points.length === 2) {
     const dx = (points[1][0] - points[0][0]) * sx;
@@ -83,6 +84,12 @@ export class DocumentsPanel {
     });
     session.on("doc:awareness", (msg) => {
       if (this.current && msg.doc_id === this.current.info.id) this.applyAwareness(toBytes(msg.msg));
+    });
+    session.on("doc:saved", (msg) => {
+      if (this.current && msg.doc_id === this.current.info.id) {
+        this.seqSaved = Math.max(this.seqSaved || 0, msg.seq);
+        this.renderSaved();
+      }
     });
     session.on("joined", () => this.refresh(true));
   }
@@ -181,6 +188,8 @@ export class DocumentsPanel {
     syncProtocol.writeSyncStep1(enc, ydoc);
     const ack = await this.session.call("doc:open", { doc_id: docId, msg: encoding.toUint8Array(enc) });
     if (!existing) {
+      this.seqSent = 0;
+      this.seqSaved = 0;
       const cur = { info: ack.document, ydoc, amap: ydoc.getMap("annotations"), vmap: ydoc.getMap("view"), frame: 0, preset: "", zoom: 1, panX: 0, panY: 0 };
       this.current = cur;
       cur.awareness = new awarenessProtocol.Awareness(ydoc);
@@ -225,6 +234,10 @@ export class DocumentsPanel {
     this.session
       .call("doc:sync", { doc_id: cur.info.id, msg })
       .then((ack) => {
+        if (typeof ack.seq === "number") {
+          this.seqSent = Math.max(this.seqSent || 0, ack.seq);
+          this.renderSaved();
+        }
         for (const reply of ack.replies || []) this.handleMessage(toBytes(reply));
       })
       .catch((err) => this.status(err));
@@ -299,6 +312,10 @@ export class DocumentsPanel {
       bar.append(button("undo", () => this.undo(), { id: "undo-mark" }));
     }
     bar.append(button("export", () => this.exportPng(), { id: "export-png" }));
+    if (cur && cur.info.kind === "dicom") bar.append(button("export_gsps", () => this.exportGsps(), { id: "export-gsps" }));
+    this.savedEl = h("span", { class: "hint saved-state", id: "saved-state", role: "status" });
+    bar.append(this.savedEl);
+    this.renderSaved();
     if (cur && cur.info.kind === "dicom") {
       const select = h("select", { id: "preset-select", onchange: (e) => this.setView({ preset: e.target.value }) });
       for (const p of PRESETS) select.append(h("option", { value: p, selected: cur.preset === p }, t(p ? `preset_${p}` : "preset_default")));
@@ -398,21 +415,40 @@ export class DocumentsPanel {
     this.redraw();
   }
 
+  async download(path, filename) {
+    const res = await fetch(path, { headers: { Authorization: `Bearer ${this.session.token}` } });
+    if (!res.ok) return this.status(new Error(res.statusText));
+    const url = URL.createObjectURL(await res.blob());
+    const a = h("a", { href: url, download: filename });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }
+
+  async exportGsps() {
+    const cur = this.current;
+    if (!cur) return;
+    const q = cur.preset ? `?preset=${cur.preset}` : "";
+    await this.download(`/api/rooms/${encodeURIComponent(this.session.room)}/documents/${cur.info.id}/export.gsps.dcm${q}`, `${cur.info.id}-gsps.dcm`);
+  }
+
+  /** "Saving…" until the server reports every change of ours committed (doc:saved). */
+  renderSaved() {
+    if (!this.savedEl) return;
+    const sent = this.seqSent || 0;
+    const saved = this.seqSaved || 0;
+    if (!sent) this.savedEl.textContent = "";
+    else setI18n(this.savedEl, saved >= sent ? "doc_saved" : "doc_saving");
+    this.savedEl.dataset.state = !sent ? "" : saved >= sent ? "saved" : "saving";
+  }
+
   async exportPng() {
     const cur = this.current;
     if (!cur) return;
     const q = new URLSearchParams({ frame: String(cur.frame) });
     if (cur.preset) q.set("preset", cur.preset);
-    const res = await fetch(`/api/rooms/${encodeURIComponent(this.session.room)}/documents/${cur.info.id}/export.png?${q}`, {
-      headers: { Authorization: `Bearer ${this.session.token}` },
-    });
-    if (!res.ok) return this.status(new Error(res.statusText));
-    const url = URL.createObjectURL(await res.blob());
-    const a = h("a", { href: url, download: `${cur.info.name}-${cur.frame + 1}.png` });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    await this.download(`/api/rooms/${encodeURIComponent(this.session.room)}/documents/${cur.info.id}/export.png?${q}`, `${cur.info.name}-${cur.frame + 1}.png`);
   }
 
   // -- geometry -------------------------------------------------------------------------------
