@@ -44,6 +44,26 @@ async def test_refusals_languages_and_elderly_mode(
     await shot(page, "10-refused-expired")
     assert await accessibility_violations(page) == [], "10-refused-expired"
 
+    # a camera the user blocked: the fix says how to allow it; joining without it works
+    blocked = await new_page()
+    await blocked.add_init_script(
+        """(() => {
+          const real = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+          navigator.mediaDevices.getUserMedia = (c) => c && c.video
+            ? Promise.reject(new DOMException('denied', 'NotAllowedError'))
+            : real(c);
+        })()"""
+    )
+    await blocked.goto(f"{live.url}/join?token={live.tokens('r-cam', 'pat-9', 'patient', 'Ma')}")
+    await expect(blocked.locator("#fix-camera")).to_contain_text("blocked", timeout=WAIT_MS)
+    await expect(blocked.locator("#status-microphone")).to_have_attribute("data-state", "ok")
+    await expect(blocked.locator("#join-btn")).to_be_disabled()
+    await shot(blocked, "09-device-check-camera-blocked")
+    await blocked.click("#skip-camera")
+    await expect(blocked.locator("#status-camera")).to_have_attribute("data-state", "skipped")
+    await blocked.click("#join-btn")
+    await expect(blocked.locator("#screen-waiting")).to_be_visible(timeout=WAIT_MS)
+
     # zh-CN, elderly mode on a phone-sized screen, spoken prompts
     phone = await new_page(width=390, height=844, is_mobile=True, has_touch=True)
     token = live.tokens("r-elder", "pat-2", "patient", "王奶奶")
@@ -94,7 +114,7 @@ async def test_refusals_languages_and_elderly_mode(
         await host.close()
 
     assert requests_seen.outside() == []
-    assert page.js_errors == [] and phone.js_errors == []
+    assert page.js_errors == [] and phone.js_errors == [] and blocked.js_errors == []
 
 
 async def test_host_actions_reach_the_browser(
