@@ -20,6 +20,8 @@ from . import measure
 from .model import annotations_map, identity_colour, parse_annotation
 
 SERVER_ORIGIN = "server"
+#: Fields a measurement depends on (a change to any other field keeps the measurement).
+MEASURED_FIELDS = frozenset({"points", "tool", "frame", "measurement"})
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class ServerFixups:
         self.value_unit = value_unit
         self._changed: set[str] = set()
         self._added: set[str] = set()
+        self._geometry: set[str] = set()  # marks whose measurement may have changed
         self._busy = False
         self._sub = annotations_map(doc).observe_deep(self._on_events)
 
@@ -54,11 +57,15 @@ class ServerFixups:
         for event in events:
             path = list(event.path)
             if path:
-                self._changed.add(str(path[0]))
+                key = str(path[0])
+                if len(path) > 1 or MEASURED_FIELDS.intersection(event.keys):
+                    self._geometry.add(key)
+                self._changed.add(key)
                 continue
             for key, change in event.keys.items():
                 if change.get("action") in ("add", "update"):
                     self._changed.add(key)
+                    self._geometry.add(key)
                     if change.get("action") == "add":
                         self._added.add(key)
 
@@ -66,11 +73,12 @@ class ServerFixups:
         """Forget what was tracked (e.g. after loading persisted state)."""
         self._changed.clear()
         self._added.clear()
+        self._geometry.clear()
 
     def __call__(self, doc: Doc, author: Author | None) -> None:
         """Write the server's fields for the annotations changed since the last call."""
-        changed, added = self._changed, self._added
-        self._changed, self._added = set(), set()
+        changed, added, geometry = self._changed, self._added, self._geometry
+        self._changed, self._added, self._geometry = set(), set(), set()
         if not changed:
             return
         amap = annotations_map(doc)
@@ -81,26 +89,27 @@ class ServerFixups:
                     entry = amap.get(key)
                     if not isinstance(entry, Map):
                         continue
+                    raw = entry.to_py() or {}
                     if key in added and author is not None:
-                        self._stamp(entry, author)
-                    self._measure(entry)
+                        self._stamp(entry, raw, author)
+                    if key in geometry:
+                        self._measure(entry, raw)
         finally:
             self._busy = False
 
     @staticmethod
-    def _stamp(entry: Map, author: Author) -> None:
-        if entry.get("author") != author.identity:
-            entry["author"] = author.identity
-        if entry.get("author_name") != author.name:
-            entry["author_name"] = author.name
+    def _stamp(entry: Map, raw: dict[str, Any], author: Author) -> None:
         colour = identity_colour(author.identity)
-        if entry.get("colour") != colour:
-            entry["colour"] = colour
+        for field, value in (("author", author.identity), ("author_name", author.name),
+                             ("colour", colour)):
+            if raw.get(field) != value:
+                entry[field] = value
+                raw[field] = value
 
-    def _measure(self, entry: Map) -> None:
-        ann = parse_annotation(entry.to_py())
+    def _measure(self, entry: Map, raw: dict[str, Any]) -> None:
+        ann = parse_annotation(raw)
         if ann is None:
-            if entry.get("measurement") is not None:
+            if raw.get("measurement") is not None:
                 entry["measurement"] = None
             return
         values = None
@@ -114,5 +123,5 @@ class ServerFixups:
             result["value_unit"] = self.value_unit
         if result is not None:
             result["label"] = measure.label(result)
-        if entry.get("measurement") != result:
+        if raw.get("measurement") != result:
             entry["measurement"] = result

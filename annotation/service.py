@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from aiohttp import web
-from pycrdt import Doc
+from pycrdt import Doc, merge_updates
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from signaling.errors import ErrorCode, SignalingError
@@ -36,7 +36,7 @@ from .frames import FrameLoader
 from .model import Annotation, identity_colour, new_doc, read_annotations, read_view
 from .persistence import UpdateLog, Writer
 from .storage import BlobStore
-from .sync import SyncEngine, step1
+from .sync import SyncEngine, step1, update_message
 from .uploads import IngestedDocument, UploadLimits, ingest
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,8 @@ class DocSession:
     members: dict[str, Caller] = field(default_factory=dict)  # sid -> caller
     since_compaction: int = 0
     seq: int = 0  # changes applied since loaded (doc:sync ack ``seq``, ``doc:saved``)
+    outbox: list[tuple[str, bytes]] = field(default_factory=list)  # (sender sid, update)
+    flush_scheduled: bool = False
 
 
 class AnnotationService:
@@ -129,6 +131,8 @@ class AnnotationService:
         self._loading: dict[str, asyncio.Lock] = {}
         self._saved: dict[tuple[str, str], int] = {}
         self._saved_task: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+        self.broadcasts = 0
         self.ns: Any = None
 
     # documents ---------------------------------------------------------------------------------
@@ -263,10 +267,32 @@ class AnnotationService:
             if s.since_compaction >= self.compact_every:
                 s.since_compaction = 0
                 self.log.compact(s.info.id, s.doc.get_update())
-        if outcome.broadcast is not None:
-            await self.ns.emit("doc:sync", {"doc_id": msg.doc_id, "msg": outcome.broadcast},
-                               to=doc_room(msg.doc_id), skip_sid=caller.sid)
+        if outcome.update is not None:
+            self._queue_broadcast(s, outcome.update, caller.sid)
         return {"replies": outcome.replies, "seq": seq}
+
+    def _queue_broadcast(self, s: DocSession, update: bytes, sid: str) -> None:
+        """Fan out changes once per event-loop turn: concurrent changes go out merged."""
+        s.outbox.append((sid, update))
+        if not s.flush_scheduled:
+            s.flush_scheduled = True
+            task = asyncio.ensure_future(self._flush_broadcast(s))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _flush_broadcast(self, s: DocSession) -> None:
+        await asyncio.sleep(0)  # let the other handlers of this loop turn add theirs
+        batch, s.outbox = s.outbox, []
+        s.flush_scheduled = False
+        if not batch:
+            return
+        senders = {sid for sid, _ in batch}
+        update = batch[0][1] if len(batch) == 1 else merge_updates(*(u for _, u in batch))
+        # a sender receiving its own change again is harmless (already integrated)
+        skip = next(iter(senders)) if len(senders) == 1 else None
+        self.broadcasts += 1
+        await self.ns.emit("doc:sync", {"doc_id": s.info.id, "msg": update_message(update)},
+                           to=doc_room(s.info.id), skip_sid=skip)
 
     def _on_saved(self, fut: asyncio.Future[None], sid: str, doc_id: str, seq: int) -> None:
         """An update is committed: tell its sender (coalesced: one doc:saved per batch)."""
