@@ -20,6 +20,7 @@ from pycrdt import (
     TransactionEvent,
     YMessageType,
     YSyncMessageType,
+    get_update,
     merge_updates,
     write_message,
 )
@@ -165,7 +166,22 @@ class SyncEngine:
             raise MalformedMessage(f"update does not decode: {exc}") from exc
 
     def _would_change(self, update: bytes) -> bool:
-        """Whether applying ``update`` would change the doc (tried on a throw-away copy)."""
+        """Whether applying ``update`` would change the doc.
+
+        Fast path: no struct the doc lacks and every deletion already in the doc's delete set
+        (merging it into the doc's delete-set-only update changes nothing). Otherwise the update
+        is tried on a throw-away copy (O(document), rare: read-only clients send no changes).
+        """
+        try:
+            state = self.doc.get_state()
+            deletes_only = self.doc.get_update(state)
+            unseen = get_update(update, state)
+            if merge_updates(deletes_only, unseen) == deletes_only:
+                return False
+        except BaseException as exc:  # pyo3 panics derive from BaseException
+            if _is_fatal(exc):
+                raise
+            raise MalformedMessage(f"update does not decode: {exc}") from exc
         probe = Doc()
         probe.apply_update(self.doc.get_update())
         changes: list[bytes] = []
