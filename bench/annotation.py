@@ -310,7 +310,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--ops", type=int, default=300, help="marks per client, phase 1")
     parser.add_argument("--window", type=int, default=16, help="unacked updates per client")
-    parser.add_argument("--rate", type=float, default=1000.0, help="total marks/s, phase 2")
+    parser.add_argument("--rate", type=float, default=200.0, help="total marks/s, phase 2")
     parser.add_argument("--fanout-s", type=float, default=5.0, help="duration of phase 2")
     parser.add_argument("--doc-ops", type=int, default=10_000, help="document size, phase 3")
     parser.add_argument("--wait-s", type=float, default=120.0, help="bound on every wait")
@@ -318,7 +318,7 @@ def main() -> None:
     opts = parser.parse_args()
     if opts.quick:
         opts.clients, opts.ops, opts.fanout_s, opts.doc_ops = 4, 100, 2.0, 2_000
-        opts.rate, opts.workers = 400.0, 2
+        opts.rate, opts.workers = 200.0, 2
 
     from rtc_server.config import load_settings, prepare_data_dir, signing_secret
 
