@@ -258,7 +258,10 @@ class RedisRouter:
     async def start(self) -> None:
         """Register (waiting out a stale registration of this node id), then heartbeat."""
         await self._wait_out_previous_instance()
-        await self.beat()
+        try:
+            await self.beat()
+        except Exception as exc:  # Redis down at start: the heartbeat loop keeps trying
+            log.warning("could not register in redis yet (%s); retrying", exc)
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop(), name="router-heartbeat"),
             asyncio.create_task(self._listen_loop(), name="router-listen"),
