@@ -6,14 +6,20 @@ another process joins ROOMS rooms of PER_ROOM members (following `wrong_node` re
 each room's members end up on its worker) and sends chat at a fixed offered rate, below
 saturation. On this 2-core machine the load generator competes with the workers for CPU, so
 the throughput the machine shows is not the servers' capacity. Capacity is therefore taken from
-the workers' own CPU time per unit of work, measured from /proc over a steady window:
+the workers' own CPU time per unit of work, measured from /proc: first with every member
+joined and nobody chatting (idle share), then over a steady window under load. Per worker i,
+with part_i its share of the rooms (the offered load is the same in every room):
 
-    capacity_W = offered messages/s handled / (CPU share of the BUSIEST worker)
+    cpu_share_i = idle_i + rate x part_i x marginal_i
+    capacity_W  = min_i (1 - idle_i) / (marginal_i x part_i)
 
 i.e. the message rate at which the busiest worker reaches one full core, assuming each worker
-has a core of its own (what `--workers N` is for). It counts imbalance (rooms are pinned by
-rendezvous hashing, so one worker may get more of them) and any per-message overhead the
-multi-process setup adds. `scaling_ratio = capacity_2_workers / capacity_1_worker`.
+has a core of its own (what `--workers N` is for). It counts imbalance (rooms pinned by
+rendezvous hashing may split unevenly) and any per-message overhead of the multi-process setup.
+2 workers are measured with Redis placement (least-loaded) and with rendezvous hashing (no
+Redis). CPU time per message swings with whatever else runs on the machine, so configurations
+are interleaved over rounds and summarised by medians.
+`scaling_ratio = capacity_2_workers (Redis placement) / capacity_1_worker`.
 
 Failover: two nodes on our own redis-server (default heartbeat 1 s, TTL 5 s), records shared;
 a room with two participants and chat history; `kill -9` of the hosting node; both clients
