@@ -556,7 +556,8 @@ def main() -> None:
 
     quick = args.quick
     subs = args.subscribers or (4 if quick else 6)
-    fan_s, room_s = (9.0, 14.0) if quick else (20.0, 30.0)
+    fan_s, room_s = (8.0, 12.0) if quick else (20.0, 30.0)
+    fan_warm, room_warm = (3.5, 4.5) if quick else (4.0, 5.0)
     with tempfile.TemporaryDirectory() as tmp:
         media = Path(tmp) / "clip.pkl"
         prepare_media(media, 640, 480, 30, 3.0)
@@ -582,15 +583,15 @@ def main() -> None:
             print(json.dumps(result), flush=True)
             return result
 
-        one_sfu = run("fanout1", "sfu", fanout(1), 2, fan_s, 4.0)
-        sfu = run("fanout", "sfu", fanout(subs), 2, fan_s, 4.0)
-        one_relay = run("fanout1", "relay", fanout(1), 2, fan_s, 4.0)
-        relay = run("fanout", "relay", fanout(subs), 2, fan_s, 4.0)
+        one_sfu = run("fanout1", "sfu", fanout(1), 2, fan_s, fan_warm)
+        sfu = run("fanout", "sfu", fanout(subs), 2, fan_s, fan_warm)
+        one_relay = run("fanout1", "relay", fanout(1), 2, fan_s, fan_warm)
+        relay = run("fanout", "relay", fanout(subs), 2, fan_s, fan_warm)
         room = [
             {"identity": f"p{i}", "publish": True, "subscribe": True, "delay": 0.2 * i}
             for i in range(args.room_size)
         ]
-        big = run("room", "sfu", room, 4, room_s, 5.0)
+        big = run("room", "sfu", room, 4, room_s, room_warm)
 
     def marginal(one: dict[str, Any], many: dict[str, Any]) -> float:
         extra = many["forwarded_streams"] - one["forwarded_streams"]
