@@ -482,6 +482,9 @@ def phase(
                     first_frame_connected_ms.append((got["first_frame_at"] - ready) * 1000)
     pps = (s1["packets_sent"] - s0["packets_sent"]) / window
     up_sent = up_got = 0
+    up_losses = sum(
+        v[2] - s0["publications"].get(k, [0, 0, 0, 0])[2] for k, v in s1["publications"].items()
+    )
     for pub in publishers:
         for source in ("camera", "microphone"):
             up_sent += sum(
@@ -512,6 +515,7 @@ def phase(
         "upstream_delivery_ratio": round(up_got / up_sent, 4)
         if up_sent and mode == "sfu"
         else None,
+        "upstream_unrepaired_losses": up_losses,
         "delivery_ratio_video": round(delivered["video"][0] / max(delivered["video"][1], 1), 4),
         "delivery_ratio_audio": round(delivered["audio"][0] / max(delivered["audio"][1], 1), 4),
         "video_encoders_created_in_server": s1["video_encoders"],
