@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pymerkle import BaseMerkleTree, InclusionProof, InvalidProof, verify_inclusion
-from sqlalchemy import insert, select
+from sqlalchemy import insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from rtc_server.records import tables as t
@@ -176,6 +176,15 @@ class AuditLog:
     async def start(self) -> None:
         """Load the leaf hashes and start signing tree heads."""
         async with self.store.engine.connect() as conn:
+            if self.log_id != DEFAULT_LOG:
+                pk = await conn.run_sync(
+                    lambda c: inspect(c).get_pk_constraint("audit_entries")["constrained_columns"]
+                )
+                if "log_id" not in pk:
+                    raise RuntimeError(
+                        "this records database predates per-node audit logs (its audit_entries "
+                        "key is seq alone): a node_id other than 'main' needs a new database"
+                    )
             rows = await conn.execute(
                 select(t.audit_entries.c.leaf_hash)
                 .where(t.audit_entries.c.log_id == self.log_id)
