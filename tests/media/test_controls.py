@@ -254,3 +254,23 @@ async def test_decoding_tap_gets_pictures_and_detaches(harness: Harness) -> None
     assert tap not in pub.subscriptions
     with pytest.raises(MediaError):
         harness.room.open_tap("alice", "microphone")
+
+
+async def test_screen_share_added_by_renegotiation_and_unpublished(harness: Harness) -> None:
+    alice = await harness.join("alice", subscribe=False)
+    bob = await harness.join("bob", publish=False, decode=False)
+    await alice.publish({"camera": SyntheticVideoTrack()})
+    await wait_for(lambda: frames(bob, ("alice", "camera")) >= 5, 30)
+    # a second offer on the same publisher PC adds the screen; the camera keeps flowing
+    await alice.publish({"screen": SyntheticVideoTrack(640, 360, fps=5)})
+    await wait_for(lambda: frames(bob, ("alice", "screen")) >= 3, 30)
+    cam = frames(bob, ("alice", "camera"))
+    await wait_for(lambda: frames(bob, ("alice", "camera")) > cam + 10, 10)
+    assert set(harness.room.publications) == {("alice", "camera"), ("alice", "screen")}
+
+    assert await harness.request("alice", "rtc:unpublish", {"source": "screen"}) is None
+    await bob.wait_event(lambda ev, p: ev == "rtc:track_unpublished" and p["source"] == "screen")
+    assert ("bob", "screen") not in harness.room.sessions["bob"].subscriptions
+    assert set(harness.room.publications) == {("alice", "camera")}
+    cam = frames(bob, ("alice", "camera"))
+    await wait_for(lambda: frames(bob, ("alice", "camera")) > cam + 10, 10)
