@@ -274,3 +274,17 @@ async def test_screen_share_added_by_renegotiation_and_unpublished(harness: Harn
     assert set(harness.room.publications) == {("alice", "camera")}
     cam = frames(bob, ("alice", "camera"))
     await wait_for(lambda: frames(bob, ("alice", "camera")) > cam + 10, 10)
+
+
+async def test_reoffer_with_an_inactive_m_line_unpublishes_it(harness: Harness) -> None:
+    alice = await harness.join("alice", subscribe=False)
+    bob = await harness.join("bob", publish=False, decode=False)
+    await alice.publish({"camera": SyntheticVideoTrack(), "microphone": ToneAudioTrack()})
+    await wait_for(lambda: frames(bob, ("alice", "microphone")) >= 5, 30)
+    mic = next(t for t in alice.pub_pc.getTransceivers() if t.kind == "audio")  # type: ignore[union-attr]
+    mic.direction = "inactive"
+    await alice.publish({})
+    await bob.wait_event(
+        lambda ev, p: ev == "rtc:track_unpublished" and p["source"] == "microphone"
+    )
+    assert set(harness.room.publications) == {("alice", "camera")}
