@@ -289,6 +289,9 @@ class ConsultNamespace(socketio.AsyncNamespace):
             self.metrics.refused.labels(exc.code).inc()
             log.info("connection refused: %s", exc.code)
             await self.audit("connect", subject, f"room:{room_name}", exc.code, ip=ip)
+            # a room loaded only to refuse this connection is not kept (nor its placement)
+            if self.registry.unload_if_idle(room_name):
+                await self._notify("room_closed", room_name)
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.as_dict()) from None
         caller = Caller(sid, claims.room, claims.identity, claims.name, claims.role, claims.grants)
         self.conns[sid] = Connection(
