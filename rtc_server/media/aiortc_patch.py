@@ -1,7 +1,7 @@
 """Every place where the SFU reaches into aiortc 1.16's internals, and why.
 
 aiortc is a WebRTC *endpoint*: its receiver decodes whatever arrives and its sender encodes
-whatever it is given. An SFU must do neither. Rather than fork aiortc, four narrow hooks are
+whatever it is given. An SFU must do neither. Rather than fork aiortc, a few narrow hooks are
 installed on individual objects (never on classes, so aiortc clients in the same process keep
 their stock behaviour):
 
@@ -22,6 +22,8 @@ their stock behaviour):
 4. :func:`restrict_ice_ports` replaces an aioice ``Connection``'s host-candidate gathering so
    the server binds inside a configured UDP port range and on chosen interfaces (aioice 0.13
    always binds port 0 on every interface; aiortc exposes neither option).
+5. :func:`enlarge_receive_buffers` raises SO_RCVBUF on those sockets after gathering, and
+   :func:`disable_remb` (optional) drops a publisher receiver's pure-Python REMB estimator.
 
 Each hook checks that the attribute it replaces exists, so an aiortc upgrade that renames
 them fails loudly at the first publish instead of silently transcoding.
