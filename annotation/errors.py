@@ -63,3 +63,10 @@ class MessageTooLarge(AnnotationError):
 
     code = "update_too_large"
     http_status = 413
+
+
+class DocumentFull(AnnotationError):
+    """The document's state reached its size bound; further changes are refused."""
+
+    code = "document_full"
+    http_status = 413

@@ -25,7 +25,7 @@ from pycrdt import (
     write_message,
 )
 
-from .errors import MalformedMessage, MessageTooLarge, PermissionDenied
+from .errors import DocumentFull, MalformedMessage, MessageTooLarge, PermissionDenied
 
 EMPTY_UPDATE = b"\x00\x00"
 
@@ -105,9 +105,12 @@ class SyncEngine:
     """y-protocols sync for one in-memory pycrdt ``Doc``."""
 
     def __init__(self, doc: Doc, *, max_message_bytes: int = 1 << 20,
+                 max_doc_bytes: int = 64 << 20,
                  after_change: AfterChange | None = None) -> None:
         self.doc = doc
         self.max_message_bytes = max_message_bytes
+        self.max_doc_bytes = max_doc_bytes
+        self.doc_bytes = 0  # upper bound of the encoded state: loaded state + applied updates
         self.after_change = after_change
         self._captured: list[bytes] = []
         self._sub = doc.observe(self._on_transaction)
@@ -140,6 +143,10 @@ class SyncEngine:
             if self._would_change(payload):
                 raise PermissionDenied("this role may not change the document (no annotate grant)")
             return SyncOutcome()
+        if self.doc_bytes + len(payload) > self.max_doc_bytes:
+            self.doc_bytes = len(self.doc.get_update())  # the bound drifts up: measure once
+            if self.doc_bytes + len(payload) > self.max_doc_bytes:
+                raise DocumentFull(f"the document is over {self.max_doc_bytes} bytes")
         self._captured.clear()
         self._apply(payload)
         caller_part = list(self._captured)
@@ -149,6 +156,7 @@ class SyncEngine:
         if not captured:
             return SyncOutcome()
         update = captured[0] if len(captured) == 1 else merge_updates(*captured)
+        self.doc_bytes += len(update)
         outcome = SyncOutcome(broadcast=update_message(update), update=update)
         fixups = captured[len(caller_part):]
         if fixups:
@@ -199,4 +207,5 @@ class SyncEngine:
     def apply_server_update(self, update: bytes) -> None:
         """Load persisted state (snapshot or logged update) without capturing it."""
         self.doc.apply_update(update)
+        self.doc_bytes += len(update)
         self._captured.clear()

@@ -193,3 +193,19 @@ def test_awareness_state_size_bound():
     with pytest.raises(MessageTooLarge):
         AwarenessRelay().apply(big, peer("s1", "alice"))
     assert json.loads(json.dumps({"ok": True}))
+
+
+def test_document_size_bound():
+    from annotation.errors import DocumentFull
+
+    server = new_doc()
+    engine = SyncEngine(server, max_doc_bytes=4000)
+    client = new_doc()
+    updates = []
+    client.observe(lambda e: updates.append(e.update))
+    with pytest.raises(DocumentFull):
+        for i in range(100):
+            mark(client, f"m{i}", text="x" * 100)
+            engine.handle(update_message(updates[-1]), can_write=True)
+    kept = len(server["annotations"].to_py())
+    assert 0 < kept < 100 and len(server.get_update()) <= 4000
