@@ -280,6 +280,7 @@ class AnnotationClient:
         self.room: str = claims["room"]
         self.docs: dict[str, ClientDoc] = {}
         self.errors: list[Any] = []
+        self.added: list[dict[str, Any]] = []  # documents announced by doc:added
         self.joined: dict[str, Any] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self._cond: asyncio.Condition | None = None
@@ -297,7 +298,13 @@ class AnnotationClient:
         sio.on("error", self._on_error)
         sio.on("lobby:admitted", self._on_admitted)
         sio.on("doc:saved", self._on_doc_saved)
+        sio.on("doc:added", self._on_doc_added)
         return sio
+
+    async def _on_doc_added(self, data: dict[str, Any]) -> None:
+        if isinstance(data, dict) and isinstance(data.get("document"), dict):
+            self.added.append(data["document"])
+            self._notify()
 
     async def _on_doc_saved(self, data: dict[str, Any]) -> None:
         cdoc = self.docs.get(data.get("doc_id", ""))

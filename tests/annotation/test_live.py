@@ -231,6 +231,7 @@ async def test_export_png_and_json_show_the_marks(live, ct_doc, make_client):
 
 
 async def test_http_auth_types_and_listing(live, make_client):
+    watcher = await make_client("dr-watch", "clinician")
     status, body = await upload(live, "mdt", "dr-host", "host", b"GIF89a not allowed", "x.gif")
     assert status == 415 and body["error"]["code"] == "unsupported_document"
     buf = BytesIO()
@@ -238,6 +239,7 @@ async def test_http_auth_types_and_listing(live, make_client):
     status, body = await upload(live, "mdt", "dr-host", "host", buf.getvalue(), "photo.png")
     assert status == 201 and not body["document"]["calibrated"]
     doc_id = body["document"]["id"]
+    await watcher.wait_until(lambda: [d["id"] for d in watcher.added] == [doc_id])
     status, _, _ = await http_get(live, "/api/rooms/mdt/documents", None)
     assert status == 401
     other_room = live.tokens("elsewhere", "dr-host", "host")
