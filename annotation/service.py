@@ -337,6 +337,9 @@ class AnnotationService:
         if gone is not None:
             await self.ns.emit("doc:awareness", {"doc_id": s.info.id, "msg": gone},
                                to=doc_room(s.info.id))
+        if not s.members and s.since_compaction:  # idle: fold the tail into the snapshot
+            s.since_compaction = 0
+            self.log.compact(s.info.id, s.doc.get_update())
 
     async def _on_left(self, caller: Caller, _reason: str) -> None:
         for s in list(self.sessions.values()):

@@ -156,6 +156,13 @@ async def test_restart_keeps_everything(start_server, make_client, live, ct_doc)
     await dw.flush()  # acknowledged == committed
     expected, view = dw.annotations(), dw.view()
     await writer.close()
+    service = live.app[ANNOTATION]
+
+    for _ in range(200):  # polling assertion, bounded: the last member left -> tail folded
+        if await service.log.count_updates(ct_doc["id"]) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await service.log.count_updates(ct_doc["id"]) == 0
     await live.server.close()
 
     live2 = await start_server(limits={"rate_per_s": 2000, "rate_burst": 2000})
