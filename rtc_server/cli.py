@@ -265,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path)
         p.add_argument("--public-key", type=Path, help="PEM kept apart from the data dir")
         p.set_defaults(func=cmd_audit)
+    from rehab_vision.cli import add_parser as add_score_video
+
+    add_score_video(sub)
     return parser
 
 

@@ -118,3 +118,18 @@ def test_cli_reports_bad_settings(tmp_path):
         str(tmp_path),
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_cli_score_video_is_a_teleconsult_command():
+    import json
+    from pathlib import Path
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "rehab"
+    if not shared.is_dir():
+        pytest.skip(f"rehab test data not found at {shared}")
+    out = run_cli(
+        "score-video", str(shared / "videos" / "postop_squat.mp4"), "--exercise", "squat",
+        "--landmarks", str(shared / "poses" / "postop_squat.npz"), "--json",
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["reps"] == 4
