@@ -307,9 +307,10 @@ class AnnotationService:
 
     async def _emit_saved(self) -> None:
         await asyncio.sleep(0)  # let the rest of the batch's callbacks run first
-        pending, self._saved = self._saved, {}
-        for (sid, doc_id), seq in pending.items():
-            await self.ns.emit("doc:saved", {"doc_id": doc_id, "seq": seq}, to=sid)
+        while self._saved:  # saves that land while we emit are sent by this same task
+            pending, self._saved = self._saved, {}
+            for (sid, doc_id), seq in pending.items():
+                await self.ns.emit("doc:saved", {"doc_id": doc_id, "seq": seq}, to=sid)
 
     async def _on_awareness(self, caller: Caller, msg: DocAwarenessIn) -> dict[str, Any]:
         s = await self._member(caller, msg.doc_id)
