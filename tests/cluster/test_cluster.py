@@ -121,11 +121,18 @@ async def test_kill9_of_hosting_node_fails_over_with_chat_and_annotations(cluste
     await cdoc.flush()
     clin = await joined(await connect_any(urls, t("mdt", "dr-b", "clinician")))
     assert clin.url == home == drawer.url
+    # a patient waits in the lobby
+    pat = await connect_any(urls, t("mdt", "pat-1", "patient"))
+    assert (await pat.call("join", {}))["status"] == "waiting"
+    queue = await host.next("lobby:queue", lambda q: len(q["entries"]) == 1)
+    requested_at = queue["entries"][0]["requested_at"]
 
     victim = next(n for n in cluster.nodes.values() if n.url == home)
     started = time.monotonic()
     victim.kill9()
-    await asyncio.gather(host.wait_disconnected(), clin.wait_disconnected())
+    await asyncio.gather(
+        host.wait_disconnected(), clin.wait_disconnected(), pat.wait_disconnected()
+    )
 
     # every client reconnects through the nodes its join listed, following redirects
     survivors = host.joined["nodes"]
@@ -151,6 +158,16 @@ async def test_kill9_of_hosting_node_fails_over_with_chat_and_annotations(cluste
         assert marks <= set(cdoc.annotations())
         assert (await clin2.call("chat:send", {"text": "back again"}))["ok"]
         await host2.next("chat:message", lambda m: m["text"] == "back again")
+
+        # the patient comes back to the lobby with the original place in the queue
+        pat2 = await connect_any(survivors, t("mdt", "pat-1", "patient"))
+        assert pat2.url == host2.url
+        assert (await pat2.call("join", {}))["status"] == "waiting"
+        queue = await host2.next("lobby:queue", lambda q: len(q["entries"]) == 1)
+        assert queue["entries"][0]["requested_at"] == requested_at
+        assert (await host2.call("lobby:admit", {"identity": "pat-1"}))["ok"]
+        await pat2.next("lobby:admitted")
+        await pat2.close()
         print(f"failover {failover_s:.2f} s (kill -9 to both clients re-joined)")
     finally:
         await drawer.close()
