@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 DOC_ID_PATTERN = r"^[0-9a-f]{32}$"
 MAX_SYNC_BYTES = 512 * 1024
 MAX_AWARENESS_BYTES = 16 * 1024
+#: Fan-out coalescing: a change arriving within BUSY_WINDOW_S of the last broadcast waits up to
+#: COALESCE_S so that concurrent changes leave as one merged update (fewer frames per change).
+BUSY_WINDOW_S = 0.02
+COALESCE_S = 0.004
 
 
 # wire models ------------------------------------------------------------------------------------
@@ -112,6 +117,7 @@ class DocSession:
     seq: int = 0  # changes applied since loaded (doc:sync ack ``seq``, ``doc:saved``)
     outbox: list[tuple[str, bytes]] = field(default_factory=list)  # (sender sid, update)
     flush_scheduled: bool = False
+    last_flush: float = 0.0
 
 
 class AnnotationService:
@@ -272,18 +278,20 @@ class AnnotationService:
         return {"replies": outcome.replies, "seq": seq}
 
     def _queue_broadcast(self, s: DocSession, update: bytes, sid: str) -> None:
-        """Fan out changes once per event-loop turn: concurrent changes go out merged."""
+        """Fan out merged: one message per event-loop turn, or per few ms under load."""
         s.outbox.append((sid, update))
         if not s.flush_scheduled:
             s.flush_scheduled = True
-            task = asyncio.ensure_future(self._flush_broadcast(s))
+            busy = time.monotonic() - s.last_flush < BUSY_WINDOW_S
+            task = asyncio.ensure_future(self._flush_broadcast(s, COALESCE_S if busy else 0.0))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _flush_broadcast(self, s: DocSession) -> None:
-        await asyncio.sleep(0)  # let the other handlers of this loop turn add theirs
+    async def _flush_broadcast(self, s: DocSession, delay: float) -> None:
+        await asyncio.sleep(delay)  # let the other handlers of this turn (or window) add theirs
         batch, s.outbox = s.outbox, []
         s.flush_scheduled = False
+        s.last_flush = time.monotonic()
         if not batch:
             return
         senders = {sid for sid, _ in batch}
