@@ -172,6 +172,7 @@ class AuditLog:
         self.tree = LeafTree()
         self.signed_size = 0
         self._signer: asyncio.Task[None] | None = None
+        self._signing = asyncio.Lock()
 
     async def start(self) -> None:
         """Load the leaf hashes and start signing tree heads."""
@@ -262,6 +263,12 @@ class AuditLog:
 
     async def sign_head(self) -> dict[str, Any] | None:
         """Sign and store a tree head for every committed entry, if any are new."""
+        # one at a time (the periodic signer and close() may overlap; a cancelled signer's
+        # queued insert still commits), and a head already stored for this size is kept
+        async with self._signing:
+            return await self._sign_head()
+
+    async def _sign_head(self) -> dict[str, Any] | None:
         size = self.size
         if size == 0 or size <= self.signed_size:
             return None
@@ -274,12 +281,19 @@ class AuditLog:
         ts_us = time.time_ns() // 1000
         root = self.tree.get_root(size)
         signature = self.key.sign(head_message(size, ts_us, root, self.log_id))
+        heads = t.audit_tree_heads
 
         async def run(conn: AsyncConnection) -> None:
+            stored = await conn.execute(
+                select(heads.c.tree_size)
+                .where(heads.c.log_id == self.log_id)
+                .where(heads.c.tree_size == size)
+            )
+            if stored.first() is not None:
+                return
             await conn.execute(
-                insert(t.audit_tree_heads).values(
-                    log_id=self.log_id,
-                    tree_size=size, ts_us=ts_us, root_hash=root, sig=signature
+                insert(heads).values(
+                    log_id=self.log_id, tree_size=size, ts_us=ts_us, root_hash=root, sig=signature
                 )
             )
 
