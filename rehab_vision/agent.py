@@ -23,6 +23,7 @@ import av
 import numpy as np
 
 from .cues import Cue
+from .landmarks import Landmarks, image_xyv
 from .models import CuePayload, RehabSessionStart, RehabUpdate
 from .pose import MAX_SIDE, MediaPipePose, PoseEstimator, fit_size
 from .session import ExerciseSession, FrameUpdate
@@ -35,6 +36,17 @@ UpdateCallback = Callable[[dict[str, Any]], Awaitable[None]]
 
 class FrameSource(Protocol):
     async def recv(self) -> av.VideoFrame: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Analyzed:
+    """One processed frame: the session step, its pose and the processed frame's size."""
+
+    update: FrameUpdate
+    landmarks: Landmarks | None
+    width: int
+    height: int
+    ms: float  # pose + scoring
 
 
 @dataclass(slots=True)
@@ -145,13 +157,13 @@ class VisionAgent:
             item, self._latest = self._latest, None
             frame, arrived = item
             try:
-                update, ms = await asyncio.to_thread(self._analyze, frame)
+                done = await asyncio.to_thread(self._analyze, frame)
             except Exception:  # one bad frame must not end the session
                 log.exception("rehab agent %s: frame failed", self.id)
                 continue
             self.stats.processed += 1
-            self.stats.ms.append(ms)
-            await self._emit(update, arrived)
+            self.stats.ms.append(done.ms)
+            await self._emit(done, arrived)
         self.session.finish()
         self.finished.set()
 
@@ -172,7 +184,7 @@ class VisionAgent:
         self._pts_last = t
         return t
 
-    def _analyze(self, frame: av.VideoFrame) -> tuple[FrameUpdate, float]:
+    def _analyze(self, frame: av.VideoFrame) -> _Analyzed:
         """Worker thread: decode to RGB, pose, session step."""
         assert self._estimator is not None
         t0 = time.perf_counter()
@@ -181,9 +193,10 @@ class VisionAgent:
         t = self._media_time(frame)
         lm = self._estimator.process(rgb, t)
         update = self.session.feed(t, lm, aspect=w / h)
-        return update, (time.perf_counter() - t0) * 1000.0
+        return _Analyzed(update, lm, w, h, (time.perf_counter() - t0) * 1000.0)
 
-    async def _emit(self, u: FrameUpdate, arrived: float) -> None:
+    async def _emit(self, done: _Analyzed, arrived: float) -> None:
+        u = done.update
         phase = getattr(self.session.spec.phases, u.phase)
         important = bool(u.new_reps) or u.cue is not None or phase != self._last_phase
         now = time.perf_counter()
@@ -201,6 +214,7 @@ class VisionAgent:
             score=last.score if last else None,
             rep_detail=u.rep.as_dict() if u.rep else None,
             cue=_cue(u.cue), t=round(u.t, 3), latency_ms=round(latency, 2),
+            landmarks=image_xyv(done.landmarks), frame_w=done.width, frame_h=done.height,
         ).model_dump(by_alias=True)
         self.stats.latency_ms.append(latency)
         if u.cue is not None:

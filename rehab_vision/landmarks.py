@@ -91,6 +91,20 @@ class Landmarks:
         return self.image[:, 3]
 
 
+def image_xyv(lm: Landmarks | None, decimals: int = 3) -> list[float] | None:
+    """The 2D pose for the wire: flat [x0, y0, v0, x1, ...] (image x, y normalised to the frame,
+    clipped to -1..2; visibility 0..1), rounded; None without a person or with a non-finite
+    value."""
+    if lm is None:
+        return None
+    xyv = lm.image[:, (0, 1, 3)].astype(np.float64)
+    if not np.isfinite(xyv).all():
+        return None
+    xyv[:, :2] = np.clip(xyv[:, :2], -1.0, 2.0)
+    xyv[:, 2] = np.clip(xyv[:, 2], 0.0, 1.0)
+    return [round(float(v), decimals) + 0.0 for v in xyv.ravel()]  # + 0.0: no "-0.0"
+
+
 @dataclass(slots=True)
 class PoseSequence:
     """Landmarks of a whole clip: ``lm`` [T, 33, 8] (NaN rows = no person), times in seconds."""

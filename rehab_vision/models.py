@@ -6,9 +6,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .landmarks import N_LANDMARKS
 from .specs import exercise_names
 
 MAX_TARGET_REPS = 100
+POSE_VALUES = N_LANDMARKS * 3  # x, y, visibility per landmark
 
 
 class RehabSessionStart(BaseModel):
@@ -63,3 +65,10 @@ class RehabUpdate(BaseModel):
     cue: CuePayload | None = None
     t: float  # media time of the frame, seconds
     latency_ms: float  # frame arrival -> this update
+    # The 33 MediaPipe points of this frame, flat: x0, y0, v0, x1, y1, v1, ... (x, y normalised
+    # to the processed frame, may fall slightly outside 0..1; v = visibility), 3 decimals;
+    # None when no person is seen. frame_w / frame_h: the processed frame's size in pixels.
+    landmarks: list[float] | None = Field(default=None, min_length=POSE_VALUES,
+                                          max_length=POSE_VALUES)
+    frame_w: int = Field(default=0, ge=0)
+    frame_h: int = Field(default=0, ge=0)

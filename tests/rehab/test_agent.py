@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import json
 import time
 from typing import Any
 
@@ -14,7 +15,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from rehab_vision.agent import VisionAgent
 from rehab_vision.landmarks import Landmarks, PoseSequence
-from rehab_vision.models import RehabSessionStart
+from rehab_vision.models import RehabSessionStart, RehabUpdate
 
 from .conftest import DATA, entry, poses
 
@@ -109,6 +110,55 @@ async def test_agent_counts_and_drops_instead_of_queueing() -> None:
         assert u["phase"] in {"standing", "lowering", "bottom", "rising"}
         assert u["latency_ms"] >= 0
     assert await agent.stop() == report  # idempotent
+
+
+class GapPose(ReplayPose):
+    """ReplayPose with nobody in view between ``gap[0]`` and ``gap[1]`` seconds."""
+
+    def __init__(self, seq: PoseSequence, gap: tuple[float, float]) -> None:
+        super().__init__(seq, 0.0)
+        self.gap = gap
+
+    def process(self, rgb: np.ndarray, timestamp_s: float) -> Landmarks | None:
+        lm = super().process(rgb, timestamp_s)
+        return None if self.gap[0] <= timestamp_s < self.gap[1] else lm
+
+
+async def test_updates_carry_the_2d_pose_of_the_processed_frame() -> None:
+    clip = entry("postop_squat")
+    seq = poses(clip)
+    track = PacedBlankTrack(len(seq), seq.fps, rate=4 * seq.fps)  # 64 x 48 frames
+    updates: list[dict[str, Any]] = []
+
+    async def on_update(payload: dict[str, Any]) -> None:
+        updates.append(payload)
+
+    est = GapPose(seq, gap=(2.0, 3.0))
+    agent = VisionAgent(track, RehabSessionStart(exercise="squat", target_reps=4), on_update,
+                        estimator_factory=lambda: est)
+    report = await run_agent(agent)
+    assert report["reps"] == 4
+    seen = [u for u in updates if u["landmarks"] is not None]
+    unseen = [u for u in updates if u["landmarks"] is None]
+    assert len(seen) > 10 and unseen, (len(seen), len(unseen))
+    # nobody in view: in the gap, or on a frame where the recorded clip has no pose
+    assert all(2.0 <= u["t"] < 3.0 or seq.frame(round(u["t"] * seq.fps)) is None
+               for u in unseen), [u["t"] for u in unseen]
+    for u in updates:
+        RehabUpdate.model_validate(u)  # the wire model accepts what was sent
+        assert (u["frame_w"], u["frame_h"]) == (64, 48)
+        assert len(json.dumps(u, ensure_ascii=False)) < 2048, u  # compact, even with a rep
+    for u in seen:
+        pts = np.asarray(u["landmarks"]).reshape(33, 3)
+        assert all(round(v, 3) == v for v in u["landmarks"])
+        # the values are the frame's own landmarks (x, y, visibility), not a neighbour's
+        i = min(len(seq) - 1, round(u["t"] * seq.fps))
+        want = seq.lm[i][:, (0, 1, 3)]
+        np.testing.assert_allclose(pts, want, atol=6e-4)
+        assert (pts[:, 2] >= 0).all() and (pts[:, 2] <= 1).all()
+        # a standing person: shoulders above hips above ankles in image y (y grows down)
+        assert pts[11, 1] < pts[23, 1] < pts[27, 1]
+    assert any(u["rep_detail"] and u["landmarks"] for u in updates)
 
 
 async def test_callback_failure_does_not_stop_the_agent() -> None:

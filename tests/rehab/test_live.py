@@ -98,6 +98,13 @@ async def test_live_session_counts_reps_of_a_published_clip(live: Any, connect: 
             except TimeoutError:
                 pytest.fail(f"rep {n} never came: {diag()}")
             assert up["rep"] == n and up["session_id"] == session_id
+            # the person is in view: the update carries the processed frame's 2D pose
+            assert up["landmarks"] is not None and len(up["landmarks"]) == 33 * 3, up
+            xyv = up["landmarks"]
+            assert all(0 <= v <= 1 for v in xyv[2::3])
+            assert up["frame_w"] * 3 == up["frame_h"] * 4, up  # the clip's 4:3, any scale
+            # a squat in view: shoulders above hips (image y grows downwards)
+            assert xyv[11 * 3 + 1] < xyv[23 * 3 + 1] and xyv[12 * 3 + 1] < xyv[24 * 3 + 1]
         assert up["set_complete"] is True
         again = await doc.call("rehab:start", {"exercise": "squat", "patient_identity": "pat-1"})
         assert again["ok"] is False and again["error"]["code"] == "conflict"
