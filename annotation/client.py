@@ -394,7 +394,8 @@ class AnnotationClient:
             await cdoc._open()
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
-        """Wait (bounded) until ``predicate()`` holds; re-checked on every remote change."""
+        """Wait (bounded) until ``predicate()`` holds; re-checked on every change this client
+        receives, so the predicate must depend on this client's documents only."""
         assert self._cond is not None, "connect() first"
         self._waiters += 1
         try:

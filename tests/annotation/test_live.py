@@ -26,14 +26,33 @@ def same(*docs) -> bool:
 
 
 async def converge(clients, docs, keys=None, timeout=15.0):
-    async def one(client, doc):
-        def done():
-            ann = doc.annotations()
-            return (keys is None or set(ann) == keys) and all(d.annotations() == ann for d in docs)
+    """Polling assertion (bounded): every doc holds ``keys`` and all docs are equal."""
 
-        await client.wait_until(done, timeout)
+    def done():
+        first = docs[0].annotations()
+        return (keys is None or set(first) == keys) and all(
+            d.annotations() == first for d in docs[1:])
 
-    await asyncio.gather(*(one(c, d) for c, d in zip(clients, docs, strict=True)))
+    for _ in range(int(timeout / 0.05)):
+        if done():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not converged: expected {len(keys or ())} marks, have "
+                         f"{[len(d.annotations()) for d in docs]}; missing "
+                         f"{[sorted((keys or set()) - set(d.annotations())) for d in docs]}; "
+                         f"differing {_diff(docs)}")
+
+
+def _diff(docs):
+    first = docs[0].annotations()
+    out = []
+    for i, d in enumerate(docs[1:], start=1):
+        for k, v in d.annotations().items():
+            if first.get(k) != v:
+                fk = first.get(k) or {}
+                out.append((i, k[:6], {f: (fk.get(f), v.get(f)) for f in set(fk) | set(v)
+                                       if fk.get(f) != v.get(f)}))
+    return out[:5]
 
 
 async def test_concurrent_edits_converge(live, ct_doc, make_client):
