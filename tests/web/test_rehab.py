@@ -1,6 +1,7 @@
 """Rehab mode in the browser: the patient's fake camera plays a real exercise clip (converted to
 Y4M at test time from ../shared/data/rehab), a doctor starts a session from the Exercise tab,
-and the patient's page shows the rep count the server computed."""
+and the patient's page shows the rep count the server computed and the skeleton of the pose the
+server found, over the patient's own video and over the doctor's tile of the patient."""
 
 from __future__ import annotations
 
@@ -24,6 +25,53 @@ CLIP = DATA / "videos" / "postop_squat.mp4"  # frontal squats, 640x480, 20 fps, 
 
 # MediaPipe runs in the server process next to two browsers: give a loaded CI machine time
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+# Pixels of an overlay canvas that are not transparent, and where they lie (CSS px inside the
+# canvas), with the picture's rectangle inside the <video> box for its object-fit.
+INK_JS = """
+(sel) => {
+  const c = document.querySelector(sel);
+  if (!c || !c.width || !c.height) return null;
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let n = 0, x0 = Infinity, y0 = Infinity, x1 = -1, y1 = -1;
+  for (let i = 3; i < d.length; i += 4) {
+    if (d[i] === 0) continue;
+    n++;
+    const p = (i - 3) / 4, x = p % c.width, y = Math.floor(p / c.width);
+    x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
+  }
+  const v = c.previousElementSibling, s = getComputedStyle(v), k = c.width / c.clientWidth;
+  const cb = c.getBoundingClientRect(), vb = v.getBoundingClientRect();
+  const fit = s.objectFit, sx = v.clientWidth / v.videoWidth, sy = v.clientHeight / v.videoHeight;
+  const sc = fit === 'contain' ? Math.min(sx, sy) : fit === 'cover' ? Math.max(sx, sy) : null;
+  const w = sc ? v.videoWidth * sc : v.clientWidth, h = sc ? v.videoHeight * sc : v.clientHeight;
+  return {n, points: Number(c.dataset.points), box: [x0 / k, y0 / k, x1 / k, y1 / k],
+          content: [(v.clientWidth - w) / 2, (v.clientHeight - h) / 2,
+                    (v.clientWidth + w) / 2, (v.clientHeight + h) / 2],
+          same_box: ['x', 'y', 'width', 'height'].every(q => Math.abs(cb[q] - vb[q]) < 1),
+          transform: getComputedStyle(c).transform, video_transform: s.transform};
+}
+"""
+
+
+async def skeleton_drawn(page: Any, selector: str, min_points: int = 8) -> dict[str, Any]:
+    """Wait (bounded) until the overlay canvas has drawn a skeleton; check it lies over the
+    picture: same box and transform (mirror) as its video, ink inside the object-fit rect."""
+    await page.wait_for_function(
+        f"() => {{ const r = ({INK_JS})({selector!r});"
+        f" return r && r.n > 500 && r.points >= {min_points}; }}",
+        timeout=WAIT_MS,
+        polling=200,
+    )
+    ink = await page.evaluate(INK_JS, selector)
+    assert ink["same_box"] and ink["transform"] == ink["video_transform"], ink
+    margin = 1  # drawing is clipped to the picture (not the letterbox)
+    x0, y0, x1, y1 = ink["box"]
+    cx0, cy0, cx1, cy1 = ink["content"]
+    assert x0 >= cx0 - margin and y0 >= cy0 - margin, ink
+    assert x1 <= cx1 + margin and y1 <= cy1 + margin, ink
+    return ink
 
 
 def to_y4m(src: Path, dst: Path, width: int = 480, height: int = 360) -> Path:
@@ -87,6 +135,17 @@ async def test_patient_sees_the_server_rep_count(
         await doctor.fill("#rehab-form input[name=target]", "10")
         await doctor.click("#rehab-start")
         await expect(patient.locator("#rehab-live")).to_be_visible(timeout=WAIT_MS)
+        # the server's pose, drawn over the patient's own (mirrored, letterboxed) video ...
+        mine = await skeleton_drawn(patient, "#rehab-skeleton")
+        assert "matrix(-1" in mine["transform"], mine
+        for _ in range(3):  # a screenshot with a whole body drawn (the model may lose it)
+            await skeleton_drawn(patient, "#rehab-skeleton", min_points=25)
+            await shot(patient, "23-rehab-skeleton")
+            if (await patient.evaluate(INK_JS, "#rehab-skeleton"))["points"] >= 25:
+                break
+        # ... and over the doctor's tile of the patient (object-fit: cover, not mirrored)
+        theirs = await skeleton_drawn(doctor, "#rehab-skeleton-tile")
+        assert theirs["transform"] == "none", theirs
         # wait for the server to count a rep of the looping clip, then stop
         await observer.next("rehab:update", lambda u: u["rep"] >= 1, timeout=90)
         await expect(doctor.locator("#rehab-reps")).not_to_have_text("0 / 10", timeout=WAIT_MS)
@@ -101,6 +160,9 @@ async def test_patient_sees_the_server_rep_count(
             str(report["reps"]), timeout=WAIT_MS
         )
         await expect(doctor.locator("#rehab-report")).to_contain_text(f"{report['reps']} of 10")
+        # the session is over: no skeleton any more
+        await expect(patient.locator("canvas.skeleton")).to_have_count(0, timeout=WAIT_MS)
+        await expect(doctor.locator("canvas.skeleton")).to_have_count(0, timeout=WAIT_MS)
         await shot(patient, "22-rehab-patient-done")
         spoken = await patient.evaluate("window.__tcLastSpoken")
         assert spoken and str(report["reps"]) in spoken["text"]

@@ -2,11 +2,16 @@
 // stops a session on a patient's camera; the server's VisionAgent counts reps and scores form and
 // sends `rehab:update` to the room. The patient sees their own video large with a big rep counter,
 // the target, and each cue in large text, spoken with the browser's speech synthesis. The
-// clinician sees live reps, angle, phase and score, and the report at the end.
+// clinician sees live reps, angle, phase and score, and the report at the end. Each update carries
+// the 2D pose of the frame the server processed: a skeleton is drawn over the patient's own video
+// (the full-screen view and their self tile) and over the patient's tile for everyone else.
 // Shown only when the server has the rehab events (features.rehab); otherwise "not available".
 import { button, clear, h, setI18n, tx } from "./dom.js";
 import { hasKey, lang, t } from "./i18n.js";
+import { SkeletonOverlay } from "./skeleton.js";
 import { say } from "./voice.js";
+
+const STALE_POSE_MS = 2000; // no update for this long: the skeleton is cleared
 
 export class RehabPanel {
   constructor(session, media, features, exercises, participants) {
@@ -20,6 +25,8 @@ export class RehabPanel {
     this.last = null; // last rehab:update
     this.report = null;
     this.overlay = null;
+    this.skeletons = new Map(); // name -> SkeletonOverlay (full-screen view, call tiles)
+    this.staleTimer = null;
     if (!features.rehab) {
       this.element.append(h("p", { class: "unavailable", id: "rehab-unavailable" }, tx("rehab_unavailable")));
       return;
@@ -160,6 +167,7 @@ export class RehabPanel {
     this.last = null;
     this.report = null;
     this.render();
+    this.clearSkeletons(true);
     if (this.me && info.patient === this.me.identity) this.showOverlay();
   }
 
@@ -168,6 +176,7 @@ export class RehabPanel {
     const before = this.last ? this.last.rep : 0;
     this.last = u;
     this.renderStatus();
+    this.drawSkeletons(u);
     if (this.overlay) {
       this.updateOverlay();
       if (u.cue) say(u.cue[lang()] || u.cue.en);
@@ -179,6 +188,7 @@ export class RehabPanel {
     if (!this.running || r.session_id !== this.running.session_id) return;
     this.report = r;
     this.running = null;
+    this.clearSkeletons(true);
     this.render();
     if (this.overlay) {
       this.updateOverlay(true);
@@ -187,6 +197,54 @@ export class RehabPanel {
       if (back) setI18n(back.firstChild, "rehab_close");
       say(t("rehab_done_voice", { reps: r.reps }));
     }
+  }
+
+  // -- skeleton -------------------------------------------------------------------------------
+  // The videos that show the patient's camera here: the full-screen view and the self tile for
+  // the patient, the patient's tile for everyone else (tiles come and go with the call view).
+  skeletonTargets() {
+    const targets = [];
+    const run = this.running;
+    if (!run) return targets;
+    const mine = this.me && run.patient === this.me.identity;
+    if (mine && this.overlay) targets.push(["live", this.overlay.querySelector("video.rehab-self"), "rehab-skeleton"]);
+    const key = mine ? "self" : `p:${run.patient}`;
+    const tile = [...document.querySelectorAll(".tile[data-key]")].find((el) => el.dataset.key === key);
+    if (tile) targets.push(["tile", tile.querySelector("video"), "rehab-skeleton-tile"]);
+    return targets.filter(([, video]) => video);
+  }
+
+  drawSkeletons(u) {
+    const wanted = this.skeletonTargets();
+    for (const [name, video, id] of wanted) {
+      let sk = this.skeletons.get(name);
+      if (sk && (sk.video !== video || !sk.canvas.isConnected)) {
+        sk.detach();
+        sk = null;
+      }
+      if (!sk) {
+        sk = new SkeletonOverlay(video, { id });
+        this.skeletons.set(name, sk);
+      }
+      sk.show(u);
+    }
+    for (const [name, sk] of this.skeletons) {
+      if (!wanted.some(([n]) => n === name)) {
+        sk.detach();
+        this.skeletons.delete(name);
+      }
+    }
+    clearTimeout(this.staleTimer);
+    this.staleTimer = setTimeout(() => this.clearSkeletons(), STALE_POSE_MS);
+  }
+
+  clearSkeletons(detach = false) {
+    clearTimeout(this.staleTimer);
+    for (const sk of this.skeletons.values()) {
+      if (detach) sk.detach();
+      else sk.clear();
+    }
+    if (detach) this.skeletons.clear();
   }
 
   // -- patient overlay ------------------------------------------------------------------------
@@ -210,6 +268,7 @@ export class RehabPanel {
   }
 
   closeOverlay() {
+    this.clearSkeletons(true);
     if (this.overlay) this.overlay.remove();
     this.overlay = null;
   }
