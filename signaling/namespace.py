@@ -57,6 +57,7 @@ class HandlerSpec:
     grant: str | None
     max_bytes: int | None
     when: When
+    cost: float = 1.0
 
 
 @dataclass(slots=True)
@@ -154,13 +155,19 @@ class ConsultNamespace(socketio.AsyncNamespace):
         grant: str | None = None,
         max_bytes: int | None = None,
         when: When = "joined",
+        cost: float = 1.0,
     ) -> None:
-        """Register a client event; the payload is checked before `handler(caller, msg)` runs."""
+        """Register a client event; the payload is checked before `handler(caller, msg)` runs.
+
+        `cost` is what one event takes from the connection's rate bucket (high-rate events
+        such as document sync may cost less than 1)."""
         if event in self.handlers or event in ("connect", "disconnect", "error"):
             raise ValueError(f"event {event!r} is already handled")
         if grant is not None and grant not in GRANT_NAMES:
             raise ValueError(f"unknown grant {grant!r}")
-        self.handlers[event] = HandlerSpec(model, handler, grant, max_bytes, when)
+        if not 0 < cost <= 10:
+            raise ValueError("cost must be in (0, 10]")
+        self.handlers[event] = HandlerSpec(model, handler, grant, max_bytes, when, cost)
 
     def audit_events(self, policy: dict[str, Literal["each", "summary"]]) -> None:
         """Audit successful client events: "each" call, or a per-connection count at disconnect
@@ -390,9 +397,9 @@ class ConsultNamespace(socketio.AsyncNamespace):
         try:
             if conn is None:
                 raise SignalingError(ErrorCode.NOT_JOINED, "Not connected.")
-            if not conn.bucket.take():
-                raise SignalingError(ErrorCode.RATE_LIMITED, "Too many messages; slow down.")
             spec = self.handlers.get(event) if isinstance(event, str) else None
+            if not conn.bucket.take(spec.cost if spec else 1.0):
+                raise SignalingError(ErrorCode.RATE_LIMITED, "Too many messages; slow down.")
             if spec is None:
                 raise SignalingError(ErrorCode.UNKNOWN_EVENT, f"Unknown event {str(event)[:64]!r}.")
             limit = spec.max_bytes or self.max_message_bytes

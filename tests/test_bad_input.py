@@ -103,3 +103,25 @@ async def test_node_room_limit(start_server):
         assert info.value.code == "node_full"
     finally:
         await first.close()
+
+
+async def test_cheap_events_get_a_higher_rate(start_server):
+    from rtc_server.keys import SIGNALING
+    from signaling.schemas import ChatHistoryIn
+
+    live = await start_server(limits={"rate_per_s": 1, "rate_burst": 5})
+
+    async def handler(caller, msg):
+        return {}
+
+    live.app[SIGNALING].add_handler("test:cheap", ChatHistoryIn, handler, cost=0.2)
+    client = Client(live.url, live.tokens("r", "a", "host"))
+    await client.connect()
+    try:
+        await client.call("join", {})  # 1 of the 5 tokens
+        cheap = [await client.call("test:cheap", {}) for _ in range(15)]
+        assert all(r["ok"] for r in cheap), "15 events at 0.2 fit in the 4 tokens left"
+        dear = [await client.call("chat:history", {}) for _ in range(3)]
+        assert any(r.get("error", {}).get("code") == "rate_limited" for r in dear)
+    finally:
+        await client.close()
