@@ -146,6 +146,11 @@ async def test_patient_sees_the_server_rep_count(
         # ... and over the doctor's tile of the patient (object-fit: cover, not mirrored)
         theirs = await skeleton_drawn(doctor, "#rehab-skeleton-tile")
         assert theirs["transform"] == "none", theirs
+        # the patient shrinks the exercise view: their mirrored self tile has it too
+        await patient.click("#rehab-toggle")
+        self_tile = await skeleton_drawn(patient, ".tile[data-key=self] canvas.skeleton")
+        assert "matrix(-1" in self_tile["transform"], self_tile
+        await patient.click("#rehab-toggle")
         # wait for the server to count a rep of the looping clip, then stop
         await observer.next("rehab:update", lambda u: u["rep"] >= 1, timeout=90)
         await expect(doctor.locator("#rehab-reps")).not_to_have_text("0 / 10", timeout=WAIT_MS)
