@@ -78,7 +78,7 @@ class Settings(BaseModel):
     worker_index: int | None = Field(None, ge=0, le=63)
     node_heartbeat_s: float = Field(1.0, gt=0, le=60)
     node_ttl_s: float = Field(5.0, gt=0, le=600)
-    # --- media (SFU): UDP port range, announced address, STUN/TURN; see docs/operations-media.md
+    # --- media (SFU): UDP port range, announced address, STUN/TURN (docs/operations.md, Media)
     media: MediaSettings = Field(default_factory=MediaSettings)
 
     @field_validator("public_url")

@@ -106,7 +106,7 @@ def enlarge_receive_buffers(pc: RTCPeerConnection, size: int) -> None:
     asyncio reads one datagram per socket per loop iteration; while the loop is busy (DTLS
     handshakes, a burst of keyframes, a CPU-starved process) packets wait in the kernel, and
     aioice's 256 kB buffer overflows after ~0.2 s of video. The kernel caps the value at
-    ``net.core.rmem_max`` (raise it on the server, see docs/operations-media.md).
+    ``net.core.rmem_max`` (raise it on the server: docs/operations.md, "Media").
     """
     for transceiver in pc.getTransceivers():
         gatherer = transceiver.receiver.transport.transport.iceGatherer
