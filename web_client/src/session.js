@@ -5,7 +5,15 @@ import { io } from "socket.io-client";
 
 const ACK_TIMEOUT_MS = 10000;
 // refusals worth retrying (the server restarting, a transient per-address limit)
-const RETRY_CODES = new Set(["internal_error", "too_many_connections"]);
+const RETRY_CODES = new Set(["internal_error", "too_many_connections", "node_unavailable"]);
+// scale-out: a room lives on one node; another node answers `wrong_node` with that node's URL
+const MAX_REDIRECTS = 3;
+const NODE_DEAD_AFTER_ATTEMPTS = 4;
+
+/** Open this same page (/join?token=...) on another node's origin. */
+function goToNode(origin) {
+  location.replace(new URL(location.pathname + location.search + location.hash, origin).toString());
+}
 const FINAL_EVENTS = new Set(["lobby:denied", "removed", "replaced", "room:ended"]);
 
 export class Session extends EventTarget {
@@ -65,6 +73,7 @@ export class Session extends EventTarget {
     socket.io.on("reconnect_attempt", (n) => {
       this.attempt = n;
       this.emitLocal("connection", { status: "reconnecting", attempt: n });
+      if (n >= NODE_DEAD_AFTER_ATTEMPTS) this.tryAnotherNode();
     });
     return new Promise((resolve, reject) => {
       let first = true;
@@ -81,6 +90,19 @@ export class Session extends EventTarget {
       socket.on("connect_error", (err) => {
         const data = err && err.data ? err.data : null;
         const refusal = data && data.code ? { code: data.code, message: data.message || err.message } : null;
+        if (refusal && refusal.code === "wrong_node" && data.url) {
+          const hops = Number(sessionStorage.getItem("tc-redirects") || 0) + 1;
+          if (hops <= MAX_REDIRECTS) {
+            // the room is hosted elsewhere: continue there (docs/protocol.md, wrong_node)
+            sessionStorage.setItem("tc-redirects", String(hops));
+            socket.io.opts.reconnection = false;
+            socket.close();
+            this.finished = true;
+            this.emitLocal("connection", { status: "redirecting", url: data.url });
+            goToNode(data.url);
+            return;
+          }
+        }
         if (refusal && !RETRY_CODES.has(refusal.code)) {
           // refused for good (expired token, locked, removed...): stop retrying
           socket.io.opts.reconnection = false;
@@ -123,7 +145,30 @@ export class Session extends EventTarget {
     return ack;
   }
 
+  /** The node we were on is gone: continue through another live node (it redirects us). */
+  tryAnotherNode() {
+    if (!this.wantJoin || this.finished) return;
+    let nodes = [];
+    try {
+      nodes = JSON.parse(sessionStorage.getItem("tc-nodes") || "[]");
+    } catch {
+      nodes = [];
+    }
+    const other = nodes.find((url) => new URL(url).origin !== location.origin);
+    if (!other) return;
+    this.finished = true;
+    this.socket.io.opts.reconnection = false;
+    this.socket.close();
+    sessionStorage.setItem("tc-redirects", "0");
+    this.emitLocal("connection", { status: "redirecting", url: other });
+    goToNode(other);
+  }
+
   applyJoin(state) {
+    if (state.status === "joined" || state.status === "waiting") {
+      sessionStorage.setItem("tc-redirects", "0");
+    }
+    if (Array.isArray(state.nodes)) sessionStorage.setItem("tc-nodes", JSON.stringify(state.nodes));
     if (state.status === "joined") {
       this.state = "joined";
       this.joined = state;
