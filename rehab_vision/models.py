@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .landmarks import N_LANDMARKS
+from .plan import RehabPlan
 from .specs import exercise_names
 
 MAX_TARGET_REPS = 100
@@ -72,3 +73,37 @@ class RehabUpdate(BaseModel):
                                           max_length=POSE_VALUES)
     frame_w: int = Field(default=0, ge=0)
     frame_h: int = Field(default=0, ge=0)
+
+
+PLAN_MAX_BYTES = 48 * 1024  # 30 steps with 1000-character instructions each fit
+Identity = Field(default=None, min_length=1, max_length=128)
+
+
+class PlanSet(BaseModel):
+    """``rehab:plan_set``: a clinician prescribes ``plan`` to ``patient_identity``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    patient_identity: str = Field(min_length=1, max_length=128)
+    plan: RehabPlan
+
+
+class PlanQuery(BaseModel):
+    """``rehab:plan_get`` / ``rehab:plan_stop``: whose plan (default: the caller's own, or for
+    a clinician the room's only patient)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    patient_identity: str | None = Identity
+
+
+class PlanRun(PlanQuery):
+    """``rehab:plan_run``: start the guided run of the patient's active plan."""
+
+    lang: Literal["en", "zh-CN"] = "en"
+
+
+class ProgressQuery(PlanQuery):
+    """``rehab:progress``: the patient's history over the last ``days`` days."""
+
+    days: int = Field(default=90, ge=1, le=730)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,14 +28,27 @@ from signaling.extensions import Caller
 from signaling.grants import Role
 from signaling.namespace import ConsultNamespace
 
+from . import plans
 from .agent import VisionAgent
-from .models import RehabSessionStart, RehabSessionStop
+from .guide import Guide, GuideSettings
+from .models import (
+    PLAN_MAX_BYTES,
+    PlanQuery,
+    PlanRun,
+    PlanSet,
+    ProgressQuery,
+    RehabSessionStart,
+    RehabSessionStop,
+)
+from .plan import RehabPlan
 from .specs import get_spec
 from .tables import rehab_sessions
 
 log = logging.getLogger(__name__)
 
 STARTERS = {Role.HOST, Role.CLINICIAN}
+OnUpdate = Callable[[dict[str, Any]], None]
+GUIDE_STOP_WAIT_S = 10.0  # bound on a guided run's wind-down (stop its set, store the run)
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 UCUM = "http://unitsofmeasure.org"
 
@@ -49,6 +63,7 @@ class _Running:
     started_at: float = field(default_factory=time.time)
     watcher: asyncio.Task[None] | None = None
     report: dict[str, Any] | None = None
+    run_id: str | None = None  # the guided plan run this set belongs to
     done: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -62,10 +77,21 @@ class RehabService:
         self.store = store
         self.max_sessions = max_sessions
         self.sessions: dict[str, _Running] = {}
+        self.guide_settings = GuideSettings()
+        self.guides: dict[str, Guide] = {}  # patient identity -> their running guided plan
+        self.counting: Any = VisionCounting(self)  # guide.Counting; tests may substitute it
 
     def register(self) -> None:
         self.ns.add_handler("rehab:start", RehabSessionStart, self._on_start)
         self.ns.add_handler("rehab:stop", RehabSessionStop, self._on_stop)
+        # a prescription is clinical content: the grant clinicians and hosts hold for it is
+        # "annotate" ("moderate" is room control, hosts only); the role is checked as well
+        self.ns.add_handler("rehab:plan_set", PlanSet, self._on_plan_set, grant="annotate",
+                            max_bytes=PLAN_MAX_BYTES)
+        self.ns.add_handler("rehab:plan_get", PlanQuery, self._on_plan_get)
+        self.ns.add_handler("rehab:plan_run", PlanRun, self._on_plan_run)
+        self.ns.add_handler("rehab:plan_stop", PlanQuery, self._on_plan_stop)
+        self.ns.add_handler("rehab:progress", ProgressQuery, self._on_progress)
         self.ns.listen("participant_left", self._on_left)
         self.ns.listen("room_closed", self._on_room_closed)
 
@@ -92,23 +118,32 @@ class RehabService:
 
     async def _on_start(self, caller: Caller, req: RehabSessionStart) -> dict[str, Any]:
         patient = self._patient_for(caller, req)
-        if any(r.room == caller.room and r.patient == patient for r in self.sessions.values()):
+        if patient in self.guides and self.guides[patient].room == caller.room:
+            raise SignalingError(ErrorCode.CONFLICT, "Their guided plan is running.")
+        return await self.start_session(caller.room, patient, req, caller.identity)
+
+    async def start_session(self, room: str, patient: str, req: RehabSessionStart,
+                            started_by: str, on_update: OnUpdate | None = None,
+                            run_id: str | None = None) -> dict[str, Any]:
+        """Start counting on ``patient``'s camera in ``room``; ``rehab:started`` to the room."""
+        if any(r.room == room and r.patient == patient for r in self.sessions.values()):
             raise SignalingError(ErrorCode.CONFLICT, "A rehab session already runs for them.")
         if len(self.sessions) >= self.max_sessions:
             raise SignalingError(ErrorCode.CONFLICT, "The server runs as many rehab sessions "
                                                      "as it can; try again later.")
         try:
-            tap = self.media.open_tap(caller.room, patient, "camera")
+            tap = self.media.open_tap(room, patient, "camera")
         except Exception as exc:  # MediaError: no such publication / room
             raise SignalingError(ErrorCode.NOT_FOUND,
                                  f"{patient} is not sending camera video.") from exc
-        room = caller.room
 
-        async def on_update(payload: dict[str, Any]) -> None:
+        async def emit_update(payload: dict[str, Any]) -> None:
             await self.ns.emit_to_room(room, "rehab:update", payload)
+            if on_update is not None:
+                on_update(payload)
 
-        agent = VisionAgent(tap, req, on_update)
-        run = _Running(agent, room, patient, caller.identity, tap)
+        agent = VisionAgent(tap, req, emit_update)
+        run = _Running(agent, room, patient, started_by, tap, run_id=run_id)
         self.sessions[agent.id] = run
         try:
             await agent.start()
@@ -120,7 +155,8 @@ class RehabService:
         run.watcher = asyncio.create_task(self._watch(run), name=f"rehab-watch-{agent.id}")
         info = {"session_id": agent.id, "exercise": req.exercise, "patient": patient,
                 "target_reps": req.target_reps, "sets": req.sets,
-                "side": req.side or agent.spec.side, "started_by": caller.identity}
+                "side": req.side or agent.spec.side, "started_by": started_by,
+                "run_id": run_id}
         await self.ns.emit_to_room(room, "rehab:started", info)
         return info
 
@@ -132,12 +168,118 @@ class RehabService:
             raise SignalingError(ErrorCode.PERMISSION_DENIED, "Not allowed to stop it.")
         return {"report": await self.finish(req.session_id, "stopped")}
 
+    # -- plans -------------------------------------------------------------------------------
+    def _plan_patient(self, caller: Caller, patient: str | None) -> str:
+        """Whose plan the caller may touch: a patient their own, a clinician or host anyone's
+        (default: the room's only patient)."""
+        if caller.role == Role.PATIENT:
+            if patient not in (None, caller.identity):
+                raise SignalingError(ErrorCode.PERMISSION_DENIED,
+                                     "A patient sees their own plan only.")
+            return caller.identity
+        if caller.role not in STARTERS:
+            raise SignalingError(ErrorCode.PERMISSION_DENIED,
+                                 "Only clinicians and the patient see rehab plans.")
+        if patient is not None:
+            return patient
+        return self._patient_for(caller, RehabSessionStart(exercise="squat"))
+
+    async def _on_plan_set(self, caller: Caller, req: PlanSet) -> dict[str, Any]:
+        if caller.role not in STARTERS:
+            raise SignalingError(ErrorCode.PERMISSION_DENIED, "Only clinicians prescribe plans.")
+        if req.patient_identity == caller.identity:
+            raise SignalingError(ErrorCode.INVALID_PAYLOAD, "Prescribe to a patient.")
+        info = await plans.set_plan(self.store, req.patient_identity, req.plan,
+                                    caller.identity, caller.room)
+        await self.ns.emit_to_identity(caller.room, req.patient_identity, "rehab:plan", info)
+        return info
+
+    async def _on_plan_get(self, caller: Caller, req: PlanQuery) -> dict[str, Any]:
+        patient = self._plan_patient(caller, req.patient_identity)
+        guide = self.guides.get(patient)
+        return {"patient": patient, "plan": await plans.active_plan(self.store, patient),
+                "running": guide.payload() if guide is not None else None}
+
+    async def _on_plan_run(self, caller: Caller, req: PlanRun) -> dict[str, Any]:
+        patient = self._plan_patient(caller, req.patient_identity)
+        if patient in self.guides:
+            raise SignalingError(ErrorCode.CONFLICT, "Their plan is already running.")
+        if any(r.patient == patient for r in self.sessions.values()):
+            raise SignalingError(ErrorCode.CONFLICT, "A rehab session already runs for them.")
+        if len(self.guides) >= self.guide_settings.max_runs:
+            raise SignalingError(ErrorCode.CONFLICT, "Too many guided plans run on this server; "
+                                                     "try again later.")
+        live = self.ns.registry.get(caller.room)
+        if live is None or patient not in {p.identity for p in live.participants.values()}:
+            raise SignalingError(ErrorCode.NOT_FOUND, "The patient is not in this room.")
+        stored = await plans.active_plan(self.store, patient)
+        if stored is None:
+            raise SignalingError(ErrorCode.NOT_FOUND, "No plan is prescribed to them.")
+        plan = RehabPlan.model_validate(stored["plan"])
+        room = caller.room
+
+        async def emit(payload: dict[str, Any]) -> None:
+            await self.ns.emit_to_room(room, "rehab:guide", payload)
+
+        guide = Guide(plan_id=stored["plan_id"], plan=plan, room=room, patient=patient,
+                      started_by=caller.identity, lang=req.lang, settings=self.guide_settings,
+                      counting=self.counting, emit=emit, store=self.store)
+        self.guides[patient] = guide
+        try:
+            await plans.start_run(self.store, {
+                "id": guide.id, "plan_id": guide.plan_id, "patient": patient, "room": room,
+                "started_by": caller.identity, "started_at": time.time(),
+                "sets_prescribed": sum(i.sets for i in plan.items),
+                "reps_prescribed": sum(i.sets * i.reps for i in plan.items)})
+        except Exception:
+            self.guides.pop(patient, None)
+            raise
+        guide.start()
+        assert guide.task is not None
+        guide.task.add_done_callback(lambda _t: self._guide_done(guide))
+        return guide.payload()
+
+    def _guide_done(self, guide: Guide) -> None:
+        if self.guides.get(guide.patient) is guide:
+            del self.guides[guide.patient]
+
+    async def stop_guide(self, guide: Guide, reason: str) -> None:
+        """Stop a guided run and wait (bounded) until its set and run are stored."""
+        guide.stop(reason)
+        if guide.task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(guide.task), GUIDE_STOP_WAIT_S)
+        except TimeoutError:
+            log.warning("rehab guide %s did not stop in time; cancelling", guide.id)
+            guide.task.cancel()
+        except Exception:
+            log.exception("rehab guide %s", guide.id)
+        self._guide_done(guide)
+
+    async def _on_plan_stop(self, caller: Caller, req: PlanQuery) -> dict[str, Any]:
+        patient = self._plan_patient(caller, req.patient_identity)
+        guide = self.guides.get(patient)
+        if guide is None or guide.room != caller.room:
+            raise SignalingError(ErrorCode.NOT_FOUND, "No guided plan runs for them here.")
+        await self.stop_guide(guide, "stopped")
+        return {"run_id": guide.id, "adherence": guide.runner.adherence()}
+
+    async def _on_progress(self, caller: Caller, req: ProgressQuery) -> dict[str, Any]:
+        patient = self._plan_patient(caller, req.patient_identity)
+        return await plans.progress(self.store, patient, time.time() - req.days * 86400)
+
     async def _on_left(self, caller: Caller, reason: str) -> None:
+        guide = self.guides.get(caller.identity)
+        if guide is not None and guide.room == caller.room:
+            await self.stop_guide(guide, "patient_left")
         for sid, run in list(self.sessions.items()):
             if run.room == caller.room and run.patient == caller.identity:
                 await self.finish(sid, "patient_left")
 
     async def _on_room_closed(self, room: str) -> None:
+        for guide in [g for g in self.guides.values() if g.room == room]:
+            await self.stop_guide(guide, "room_closed")
         for sid, run in list(self.sessions.items()):
             if run.room == room:
                 await self.finish(sid, "room_closed")
@@ -161,7 +303,8 @@ class RehabService:
             if run.watcher is not None and run.watcher is not asyncio.current_task():
                 run.watcher.cancel()
             report.update({"room": run.room, "patient": run.patient,
-                           "started_by": run.started_by, "end_reason": reason})
+                           "started_by": run.started_by, "end_reason": reason,
+                           "run_id": run.run_id})
             run.report = report
             self.sessions.pop(session_id, None)
             try:
@@ -183,6 +326,8 @@ class RehabService:
         await self.store.write(write)
 
     async def close(self) -> None:
+        for guide in list(self.guides.values()):
+            await self.stop_guide(guide, "server_shutdown")
         for sid in list(self.sessions):
             with contextlib.suppress(Exception):
                 await self.finish(sid, "server_shutdown")
@@ -205,6 +350,33 @@ class RehabService:
                 f" (target {row['report'].get('target_reps')}), mean score {row['score']},"
                 f" patient {row['patient']}, ended: {row['end_reason']}")
         return section
+
+
+class VisionCounting:
+    """Counts a guided set with a live :class:`VisionAgent` session on the patient's camera."""
+
+    def __init__(self, service: RehabService) -> None:
+        self.service = service
+
+    async def start(self, guide: Guide) -> str:
+        item = guide.runner.current
+        req = RehabSessionStart(exercise=item.exercise, target_reps=item.reps, sets=1,
+                                side=item.side, target_deg=item.target_deg,
+                                patient_identity=guide.patient, lang=guide.lang)  # type: ignore[arg-type]
+        info = await self.service.start_session(guide.room, guide.patient, req,
+                                                guide.started_by, guide.on_update, guide.id)
+        return str(info["session_id"])
+
+    async def stop(self, session_id: str, reason: str) -> dict[str, Any] | None:
+        if session_id not in self.service.sessions:
+            return None
+        try:
+            return await self.service.finish(session_id, reason)
+        except KeyError:
+            return None
+
+    def alive(self, session_id: str) -> bool:
+        return session_id in self.service.sessions
 
 
 def observation(row: dict[str, Any], encounter_url: str) -> dict[str, Any]:
