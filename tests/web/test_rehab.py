@@ -194,3 +194,95 @@ async def test_patient_sees_the_server_rep_count(
         await observer.close()
     assert requests_seen.outside() == []
     assert doctor.js_errors == [] and patient.js_errors == []
+
+
+async def test_patient_runs_a_prescribed_plan_alone(
+    live: Any, new_page: Any, shot: Any, requests_seen: Any
+) -> None:
+    """A clinician prescribes a one-step plan from the form; the patient starts it and the
+    server guides: countdown, the counted set (the clip's squats), done; then the clinician
+    reads the progress table. Timers shortened through the service's GuideSettings."""
+    if "rehab:plan_run" not in live.app[SIGNALING].handlers:
+        pytest.skip("the rehab plan events are not wired into create_app")
+    from rehab_vision.guide import GuideSettings
+    from rehab_vision.service import REHAB
+
+    live.app[REHAB].guide_settings = GuideSettings(
+        countdown_s=3.0, tick_s=0.25, max_set_s=150, rest_scale=0.0
+    )
+    room = "r-plan"
+    doctor = await new_page()
+    patient = await new_page()
+    await pass_device_check(
+        doctor, f"{live.url}/join?token={live.tokens(room, 'dr-p', 'clinician', 'Dr P')}"
+    )
+    await doctor.click("#join-btn")
+    await pass_device_check(
+        patient, f"{live.url}/join?token={live.tokens(room, 'pat-g', 'patient', 'Wang')}"
+    )
+    await patient.click("#join-btn")
+    entry = doctor.locator(".lobby-entry[data-identity=pat-g]")
+    await entry.locator("[data-action=admit]").click(timeout=WAIT_MS)
+    await wait_video_playing(doctor, ".tile[data-key='p:pat-g'] video")
+
+    # the clinician prescribes: squats, 1 set of 2, with their own words
+    await doctor.locator("#tab-rehab").click()
+    await patient.locator("#tab-rehab").click()
+    await expect(patient.locator("#rehab-plan-none")).to_be_visible(timeout=WAIT_MS)
+    await doctor.select_option("#plan-patient", "pat-g")
+    await doctor.fill("#plan-name", "Knee, week 1")
+    step = doctor.locator(".plan-step").first
+    await step.locator("select[name=exercise]").select_option("squat")
+    await step.locator("input[name=sets]").fill("1")
+    await step.locator("input[name=reps]").fill("2")
+    await step.locator("input[name=rest]").fill("0")
+    await step.locator("textarea[name=instructions]").fill("Hold the chair if you need to.")
+    await shot(doctor, "24-plan-form")
+    await doctor.click("#plan-prescribe")
+    message = doctor.locator("#rehab-plan-message")
+    await expect(message).to_contain_text("Plan saved", timeout=WAIT_MS)
+
+    # the patient sees it and starts it alone
+    start = patient.locator("#rehab-plan-start")
+    await expect(start).to_be_visible(timeout=WAIT_MS)
+    await expect(patient.locator("#rehab-plan-mine")).to_contain_text("Squat: 1 \u00d7 2")
+    await start.click()
+    await expect(patient.locator("#rehab-live")).to_be_visible(timeout=WAIT_MS)
+    phase = patient.locator("#guide-phase")
+    await expect(phase).to_have_attribute("data-phase", "countdown", timeout=WAIT_MS)
+    await expect(patient.locator("#guide-timer")).to_be_visible()
+    await expect(patient.locator("#guide-demo")).to_contain_text("Bend your knees")
+    await expect(patient.locator("#rehab-guide")).to_contain_text("Hold the chair")
+    await expect(patient.locator("#rehab-guide")).not_to_contain_text("null")
+    await shot(patient, "25-plan-countdown")
+    await expect(phase).to_have_attribute("data-phase", "exercise", timeout=WAIT_MS)
+    await expect(patient.locator("#guide-set")).to_have_text("Set 1 of 1")
+    # the server counts the clip's squats: the rep counter moves, then the plan is done
+    await patient.wait_for_function(
+        "() => Number((document.querySelector('#rehab-count') || {}).textContent) >= 1",
+        timeout=90_000,
+        polling=250,
+    )
+    await shot(patient, "26-plan-exercise")
+    await expect(phase).to_have_attribute("data-phase", "done", timeout=90_000)
+    await expect(patient.locator("#rehab-count")).to_have_text("2")
+    await expect(doctor.locator("#rehab-guide-status")).to_contain_text("All done", timeout=WAIT_MS)
+    spoken = await patient.evaluate("window.__tcLastSpoken")
+    assert spoken and "All done" in spoken["text"], spoken
+    await shot(patient, "27-plan-done")
+    assert await accessibility_violations(patient) == []
+
+    # the clinician's progress table: today's session and the plan's adherence
+    await doctor.click("#rehab-progress-btn")
+    days = doctor.locator("#rehab-progress-days")
+    await expect(days).to_contain_text("1 / 1", timeout=WAIT_MS)
+    await expect(days).to_contain_text("100 %")
+    await expect(doctor.locator("#rehab-progress-sessions")).to_contain_text("Squat")
+    await days.scroll_into_view_if_needed()
+    await shot(doctor, "28-plan-progress")
+    assert await accessibility_violations(doctor) == []
+    # back to the call
+    await patient.click("#rehab-toggle")
+    await expect(patient.locator("#rehab-live")).to_have_count(0, timeout=WAIT_MS)
+    assert requests_seen.outside() == []
+    assert doctor.js_errors == [] and patient.js_errors == []

@@ -6,8 +6,12 @@
 // the 2D pose of the frame the server processed: a skeleton is drawn over the patient's own video
 // (the full-screen view and their self tile) and over the patient's tile for everyone else.
 // Shown only when the server has the rehab events (features.rehab); otherwise "not available".
+// Prescribed plans and the server-guided run (rehab:guide) are in plan.js; a guided run's sets
+// are ordinary sessions here (their rehab:started / rehab:report carry its run_id), shown in the
+// same full-screen view, which stays open from the countdown to the end of the plan.
 import { button, clear, h, setI18n, tx } from "./dom.js";
 import { hasKey, lang, t } from "./i18n.js";
+import { PlanView } from "./plan.js";
 import { SkeletonOverlay } from "./skeleton.js";
 import { say } from "./voice.js";
 
@@ -31,6 +35,7 @@ export class RehabPanel {
       this.element.append(h("p", { class: "unavailable", id: "rehab-unavailable" }, tx("rehab_unavailable")));
       return;
     }
+    this.planView = new PlanView(this);
     session.on("rehab:started", (info) => this.onStarted(info));
     session.on("rehab:update", (u) => this.onUpdate(u));
     session.on("rehab:report", (r) => this.onReport(r));
@@ -111,6 +116,7 @@ export class RehabPanel {
     el.append(this.status);
     if (this.running) el.append(button("rehab_stop", () => this.stop(), { class: "danger", id: "rehab-stop" }));
     this.renderStatus();
+    el.append(this.planView.render());
   }
 
   renderStatus() {
@@ -168,7 +174,10 @@ export class RehabPanel {
     this.report = null;
     this.render();
     this.clearSkeletons(true);
-    if (this.me && info.patient === this.me.identity) this.showOverlay();
+    if (this.me && info.patient === this.me.identity) {
+      if (info.run_id && this.overlay) this.updateOverlay();
+      else this.showOverlay(info.exercise, { guided: Boolean(info.run_id) });
+    }
   }
 
   onUpdate(u) {
@@ -190,6 +199,7 @@ export class RehabPanel {
     this.running = null;
     this.clearSkeletons(true);
     this.render();
+    if (r.run_id) return; // one set of a guided plan: the guide says what comes next
     if (this.overlay) {
       this.updateOverlay(true);
       this.overlay.classList.remove("minimised");
@@ -248,7 +258,7 @@ export class RehabPanel {
   }
 
   // -- patient overlay ------------------------------------------------------------------------
-  showOverlay() {
+  showOverlay(exercise, { guided = false } = {}) {
     if (this.overlay) this.overlay.remove();
     const video = h("video", { autoplay: true, muted: true, playsInline: true, class: "rehab-self" });
     video.muted = true;
@@ -256,24 +266,49 @@ export class RehabPanel {
     if (cam) video.srcObject = new MediaStream([cam]);
     this.counter = h("div", { class: "rehab-counter", id: "rehab-counter", "aria-live": "polite" });
     this.cue = h("p", { class: "rehab-cue", id: "rehab-cue", "aria-live": "assertive" });
+    this.guideBox = h("div", { class: "rehab-guide", id: "rehab-guide", "aria-live": "polite" });
     this.overlay = h(
       "section",
       { class: "rehab-overlay", id: "rehab-live", "aria-label": t("rehab") },
       h("div", { class: "rehab-video" }, video),
-      h("div", { class: "rehab-side" }, h("h2", {}, this.exerciseTitle(this.running.exercise)), this.counter, this.cue, button("rehab_back", () => (this.report ? this.closeOverlay() : this.overlay.classList.toggle("minimised")), { id: "rehab-toggle" })),
+      h("div", { class: "rehab-side" }, h("h2", { id: "rehab-live-title" }, this.exerciseTitle(exercise)), this.guideBox, this.counter, this.cue, button("rehab_back", () => (this.canClose() ? this.closeOverlay() : this.overlay.classList.toggle("minimised")), { id: "rehab-toggle" })),
     );
     document.body.append(this.overlay);
-    this.updateOverlay();
-    say(t("rehab_start_voice", { exercise: this.exerciseTitle(this.running.exercise), target: this.running.target_reps }));
+    if (this.running) this.updateOverlay();
+    if (!guided) say(t("rehab_start_voice", { exercise: this.exerciseTitle(exercise), target: this.running.target_reps }));
+  }
+
+  canClose() {
+    if (this.planView.guide && this.me && this.planView.guide.patient === this.me.identity) return this.planView.finished && !this.running;
+    return Boolean(this.report) && !this.running;
+  }
+
+  // The guided run's own view of the count (before a set's session starts, and between sets).
+  setCount(reps, target) {
+    if (!this.counter) return;
+    const title = this.overlay && this.overlay.querySelector("#rehab-live-title");
+    if (title && this.planView.guide) title.textContent = this.exerciseTitle(this.planView.guide.exercise);
+    if (this.running && this.last && this.last.rep > reps) return;
+    clear(this.counter).append(h("span", { class: "reps", id: "rehab-count" }, String(reps)), h("span", { class: "target" }, ` / ${target}`));
+  }
+
+  guideFinished() {
+    if (!this.overlay) return;
+    this.overlay.classList.remove("minimised");
+    const back = this.overlay.querySelector("#rehab-toggle");
+    if (back) setI18n(back.firstChild, "rehab_close");
+    if (this.cue) this.cue.textContent = "";
   }
 
   closeOverlay() {
     this.clearSkeletons(true);
     if (this.overlay) this.overlay.remove();
     this.overlay = null;
+    this.guideBox = null;
   }
 
   updateOverlay(done = false) {
+    if (!this.counter || (!done && !this.running) || (done && !this.report)) return;
     const u = this.last;
     const target = done ? this.report.target_reps : this.running.target_reps;
     const reps = done ? this.report.reps : u ? u.rep : 0;
