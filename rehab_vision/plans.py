@@ -131,7 +131,8 @@ async def progress(store: RecordStore, patient: str, since: float) -> dict[str, 
         day = _day(s.started_at)
         out_sessions.append({"session_id": s.id, "date": day, "started_at": s.started_at,
                              "exercise": s.exercise, "reps": s.reps, "mean_rom_deg": _mean(rom),
-                             "mean_score": s.score, "run_id": run_of.get(s.id)})
+                             "mean_score": s.score,
+                             "run_id": run_of.get(s.id) or (s.report or {}).get("run_id")})
         d = by_day[day]
         d["rom"].extend(rom)
         d["reps"] += s.reps
