@@ -244,3 +244,24 @@ async def test_guided_run_without_a_camera_says_so(live: Any, connect: Any) -> N
     assert (await pat.call("rehab:plan_stop", {}))["ok"]
     await asyncio.wait_for(pat.next("rehab:guide", lambda g: g["phase"] == "stopped"), 10)
     assert service.guides == {} and service.sessions == {}
+
+
+async def test_run_ends_with_the_room(live: Any, connect: Any) -> None:
+    """A host watches and runs the plan for the patient, then ends the room: the run, its
+    counting session and its timers end with it."""
+    service = live.app[REHAB]
+    service.guide_settings = FAST
+    counting = service.counting = ScriptedCounting(live.app[RECORDS])
+    host = await connect("plan-end", "dr-h", "host")
+    pat = await connect("plan-end", "pat-1", "patient")
+    if pat.joined.get("status") == "waiting":
+        assert (await host.call("lobby:admit", {"identity": "pat-1"}))["ok"]
+    assert (await host.call("rehab:plan_set", {"patient_identity": "pat-1", "plan": PLAN}))["ok"]
+    ack = await host.call("rehab:plan_run", {"patient_identity": "pat-1"})
+    assert ack["ok"], ack
+    await pat.next("rehab:guide", lambda g: g["phase"] == "exercise")
+    assert (await host.call("host:end", {}))["ok"]
+    await wait_until(lambda: service.guides == {})
+    assert counting.live == {}
+    run = (await rows(live, rehab_plan_runs, rehab_plan_runs.c.id == ack["run_id"]))[0]
+    assert run["end_reason"] in ("room_closed", "patient_left") and run["ended_at"] is not None
