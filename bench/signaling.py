@@ -197,6 +197,8 @@ def main() -> None:
     env = {
         **os.environ,
         "TELECONSULT_LIMITS__MAX_ROOMS": str(opts.rooms + 10),
+        # every client of this benchmark comes from 127.0.0.1
+        "TELECONSULT_LIMITS__MAX_CONNECTIONS_PER_IP": str(opts.clients + 100),
         "TELECONSULT_LOG_LEVEL": "warning",
     }
     server = subprocess.Popen(

@@ -90,6 +90,7 @@ def create_app(settings: Settings) -> web.Application:
         rate_burst=limits.rate_burst,
         max_participants=limits.max_participants_per_room,
         max_connections_per_ip=limits.max_connections_per_ip,
+        trusted_proxies=frozenset(settings.trusted_proxies),
         audit=audit,
         router=router,
     )

@@ -41,7 +41,7 @@ class Limits(BaseModel):
     rate_burst: float = Field(60.0, ge=1)
     max_participants_per_room: int = Field(50, ge=2, le=10000)
     max_rooms: int = Field(500, ge=1)
-    max_connections_per_ip: int = Field(200, ge=1)
+    max_connections_per_ip: int = Field(1000, ge=1)
     chat_max_chars: int = Field(4000, ge=1, le=100000)
     chat_history_on_join: int = Field(200, ge=0, le=5000)
 
@@ -66,6 +66,8 @@ class Settings(BaseModel):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     cors_origins: list[str] = Field(default_factory=list)
+    # reverse proxies whose X-Forwarded-For is believed (per-address limits, audit)
+    trusted_proxies: list[str] = Field(default_factory=list)
     audit_head_interval_s: float = Field(5.0, gt=0, le=3600)
     record_retention_years: float = Field(15.0, ge=1, le=200)
     retention_check_interval_h: float = Field(24.0, gt=0)
@@ -88,7 +90,7 @@ class Settings(BaseModel):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/") if value else value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):

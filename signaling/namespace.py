@@ -85,11 +85,20 @@ def admitters_key(room: str) -> str:
     return f"a:{room}"
 
 
-def remote_address(environ: dict[str, Any]) -> str:
-    """The client's IP address (from aiohttp's request; python-engineio's REMOTE_ADDR is fixed)."""
+def remote_address(environ: dict[str, Any], trusted_proxies: frozenset[str] = frozenset()) -> str:
+    """The client's IP address (from aiohttp's request; python-engineio's REMOTE_ADDR is fixed).
+
+    Behind a reverse proxy listed in `trusted_proxies`, the last address the proxy appended to
+    X-Forwarded-For is the client's; the header is ignored from anyone else (it is forgeable).
+    """
     request = environ.get("aiohttp.request")
-    remote = getattr(request, "remote", None)
-    return str(remote or environ.get("REMOTE_ADDR") or "unknown")
+    remote = str(getattr(request, "remote", None) or environ.get("REMOTE_ADDR") or "unknown")
+    if remote in trusted_proxies and request is not None:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+        if hops:
+            return hops[-1][:64]
+    return remote
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -115,7 +124,8 @@ class ConsultNamespace(socketio.AsyncNamespace):
         rate_per_s: float,
         rate_burst: float,
         max_participants: int,
-        max_connections_per_ip: int = 200,
+        max_connections_per_ip: int = 1000,
+        trusted_proxies: frozenset[str] = frozenset(),
         audit: AuditLog | None = None,
         router: Router | None = None,
         namespace: str = "/",
@@ -130,6 +140,7 @@ class ConsultNamespace(socketio.AsyncNamespace):
         self.rate_burst = rate_burst
         self.max_participants = max_participants
         self.max_connections_per_ip = max_connections_per_ip
+        self.trusted_proxies = trusted_proxies
         self.audit_log = audit
         # where rooms live (scale-out); one node hosts every room by default
         self.router: Router = router or LocalRouter("main", "")
@@ -269,7 +280,7 @@ class ConsultNamespace(socketio.AsyncNamespace):
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         """Authenticate with the join token; refuse with a code the client can show."""
-        ip = remote_address(environ)
+        ip = remote_address(environ, self.trusted_proxies)
         subject, room_name = "anonymous", "?"
         try:
             if self.closing:

@@ -175,3 +175,37 @@ def test_tls_settings_must_pair(tmp_path):
     cert, _key = make_cert(tmp_path)
     with pytest.raises(ConfigError, match="tls_cert and tls_key"):
         load_settings(overrides={"tls_cert": cert}, environ={})
+
+
+async def test_forwarded_address_counts_only_from_trusted_proxies(start_server):
+    async def attempt(live, forwarded):
+        client = socketio.AsyncClient(reconnection=False)
+        try:
+            await client.connect(
+                live.url, auth={"token": live.tokens("r", f"c{id(client)}", "clinician")},
+                transports=["websocket"], headers={"X-Forwarded-For": forwarded}, wait_timeout=5,
+            )
+        except socketio.exceptions.ConnectionError:
+            return None
+        return client
+
+    trusted = await start_server(trusted_proxies="127.0.0.1", limits={"max_connections_per_ip": 1})
+    a = await attempt(trusted, "10.1.1.1")
+    b = await attempt(trusted, "10.2.2.2")  # another client behind the same proxy
+    c = await attempt(trusted, "10.1.1.1")  # the first client's second connection
+    assert a is not None and b is not None and c is None
+    for client in (a, b):
+        await client.disconnect()
+
+
+async def test_forwarded_header_ignored_from_untrusted_peers(start_server):
+    live = await start_server(limits={"max_connections_per_ip": 1})
+    first = socketio.AsyncClient(reconnection=False)
+    await first.connect(live.url, auth={"token": live.tokens("r", "a", "clinician")},
+                        transports=["websocket"], headers={"X-Forwarded-For": "10.1.1.1"})
+    second = socketio.AsyncClient(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await second.connect(live.url, auth={"token": live.tokens("r", "b", "clinician")},
+                             transports=["websocket"], headers={"X-Forwarded-For": "10.2.2.2"},
+                             wait_timeout=5)
+    await first.disconnect()
