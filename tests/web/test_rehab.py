@@ -273,6 +273,7 @@ async def test_patient_runs_a_prescribed_plan_alone(
     assert await accessibility_violations(patient) == []
 
     # the clinician's progress table: today's session and the plan's adherence
+    await expect(doctor.locator("#rehab-plan-run-for")).to_be_visible()
     await doctor.click("#rehab-progress-btn")
     days = doctor.locator("#rehab-progress-days")
     await expect(days).to_contain_text("1 / 1", timeout=WAIT_MS)

@@ -53,7 +53,7 @@ export class PlanView {
     if (this.panel.canStart) {
       if (!this.form) this.form = this.buildForm();
       this.refreshPatients();
-      el.append(this.form, this.message, button("plan_progress", () => this.showProgress(), { id: "rehab-progress-btn" }), this.progressBox);
+      el.append(this.form, this.message, h("div", { class: "actions" }, button("plan_run_for", () => this.runFor(), { id: "rehab-plan-run-for" }), button("plan_progress", () => this.showProgress(), { id: "rehab-progress-btn" })), this.progressBox);
     }
     this.renderMine();
     this.renderGuideStatus();
@@ -106,6 +106,16 @@ export class PlanView {
     } catch (err) {
       setI18n(this.message, ["error_prefix", { message: err.message || err.code }]);
       this.mine.append(this.message);
+    }
+  }
+
+  // A clinician starts the selected patient's plan and watches (the patient's page is guided).
+  async runFor() {
+    const patient = this.form && this.form.querySelector("#plan-patient").value;
+    try {
+      await this.session.call("rehab:plan_run", patient ? { patient_identity: patient, lang: lang() } : { lang: lang() });
+    } catch (err) {
+      setI18n(this.message, ["error_prefix", { message: err.message || err.code }]);
     }
   }
 
