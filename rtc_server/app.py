@@ -134,6 +134,10 @@ def create_app(settings: Settings) -> web.Application:
             "doc:sync": "summary",
             "rehab:start": "each",
             "rehab:stop": "each",
+            "rehab:plan_set": "each",
+            "rehab:plan_run": "each",
+            "rehab:plan_stop": "each",
+            "rehab:progress": "each",
             "rtc:offer": "summary",
         }
     )

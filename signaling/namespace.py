@@ -272,6 +272,14 @@ class ConsultNamespace(socketio.AsyncNamespace):
         except Exception:
             log.exception("could not write an audit entry for %s", action)
 
+    def audit_soon(
+        self, action: str, subject: str, obj: str, result: str = "ok", **detail: Any
+    ) -> None:
+        """Queue an audit entry without waiting for its commit (connection churn: the entry
+        takes its place in the log in the order queued; the commit follows within a batch)."""
+        if self.audit_log is not None:
+            self.spawn(self.audit(action, subject, obj, result, **detail))
+
     async def _audit_event(self, conn: Connection, event: str, msg: BaseModel) -> None:
         # the payload's identifying fields only (never free text or binary content)
         keys = ("doc_id", "exercise", "session_id", "patient_identity", "identity", "publisher")
@@ -306,7 +314,7 @@ class ConsultNamespace(socketio.AsyncNamespace):
         except SignalingError as exc:
             self.metrics.refused.labels(exc.code).inc()
             log.info("connection refused: %s", exc.code)
-            await self.audit("connect", subject, f"room:{room_name}", exc.code, ip=ip)
+            self.audit_soon("connect", subject, f"room:{room_name}", exc.code, ip=ip)
             # a room loaded only to refuse this connection is not kept (nor its placement)
             if self.registry.unload_if_idle(room_name):
                 await self._notify("room_closed", room_name)
@@ -317,7 +325,7 @@ class ConsultNamespace(socketio.AsyncNamespace):
         )
         self.per_ip[ip] += 1
         self.metrics.connections.inc()
-        await self.audit(
+        self.audit_soon(
             "connect",
             claims.identity,
             f"room:{claims.room}",
@@ -336,7 +344,7 @@ class ConsultNamespace(socketio.AsyncNamespace):
             del self.per_ip[conn.ip]
         why = conn.leave_reason or "disconnected"
         left = await self._depart(conn, why)
-        await self.audit("disconnect", conn.caller.identity, f"room:{conn.caller.room}", why)
+        self.audit_soon("disconnect", conn.caller.identity, f"room:{conn.caller.room}", why)
         if conn.audit_counts:
             await self.audit(
                 "events.summary",
