@@ -16,39 +16,16 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
-import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    idx = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return round(ordered[idx], 2)
-
-
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from benchlib import pct, proc_cpu_s, serve
 
 
 async def run_rooms(
@@ -188,51 +165,17 @@ def main() -> None:
     if opts.quick:
         opts.clients, opts.rooms, opts.messages = 100, 10, 5
 
-    from rtc_server.config import load_settings, prepare_data_dir, signing_secret
-
-    data_dir = Path(tempfile.mkdtemp(prefix="tc-bench-", dir=os.environ.get("BENCH_TMP")))
-    settings = prepare_data_dir(load_settings(overrides={"data_dir": data_dir}, environ={}))
-    secret = signing_secret(settings)
-    port = free_port()
     env = {
-        **os.environ,
         "TELECONSULT_LIMITS__MAX_ROOMS": str(opts.rooms + 10),
         # every client of this benchmark comes from 127.0.0.1
         "TELECONSULT_LIMITS__MAX_CONNECTIONS_PER_IP": str(opts.clients + 100),
-        "TELECONSULT_LOG_LEVEL": "warning",
     }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rtc_server.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("server did not start") from None
-                time.sleep(0.2)
-
+    with serve(env) as server:
+        url, secret = server.url, server.secret
         per_room = opts.clients // opts.rooms
         rooms = [f"bench-{i}" for i in range(opts.rooms)]
         shards = [rooms[i :: opts.workers] for i in range(opts.workers)]
-        cpu0, wall0 = proc_cpu_s(server.pid), time.monotonic()
+        cpu0, wall0 = proc_cpu_s(server.proc.pid), time.monotonic()
         queue: Any = mp.get_context("spawn").Queue()
         procs = [
             mp.get_context("spawn").Process(
@@ -258,13 +201,7 @@ def main() -> None:
         results = [queue.get(timeout=600) for _ in procs]
         for p in procs:
             p.join(timeout=30)
-        cpu_s, wall_s = proc_cpu_s(server.pid) - cpu0, time.monotonic() - wall0
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        cpu_s, wall_s = proc_cpu_s(server.proc.pid) - cpu0, time.monotonic() - wall0
 
     join_ms = [v for r in results for v in r["join_ms"]]
     fanout = [v for r in results for v in r["fanout_ms"]]

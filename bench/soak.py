@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,15 +25,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from benchlib import serve
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -240,49 +231,11 @@ def main() -> None:
 
     from sfu import prepare_media
 
-    from rtc_server.config import load_settings, prepare_data_dir, signing_secret
-
-    work = Path(tempfile.mkdtemp(prefix="tc-soak-"))
-    clip_path = work / "clip.pkl"
+    clip_path = Path(tempfile.mkdtemp(prefix="tc-soak-")) / "clip.pkl"
     prepare_media(clip_path, 320, 240, 15, 2.0)
     clip = pickle.loads(clip_path.read_bytes())
-    data_dir = work / "data"
-    settings = prepare_data_dir(load_settings(overrides={"data_dir": data_dir}, environ={}))
-    port = free_port()
-    env = {**os.environ, "TELECONSULT_LOG_LEVEL": "warning"}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rtc_server.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                scrape(url)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("server did not start") from None
-                time.sleep(0.2)
-        result = asyncio.run(run(opts, url, signing_secret(settings), clip))
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with serve() as server:
+        result = asyncio.run(run(opts, server.url, server.secret, clip))
     print(json.dumps(result))
 
 

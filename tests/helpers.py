@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import socketio
@@ -137,3 +138,56 @@ async def server_sql(db_path: Any, statement: str, params: tuple[Any, ...] = ())
             return db.execute(statement, params).fetchall()
 
     return await asyncio.to_thread(run)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve_process(data_dir: Any, *args: str) -> Iterator[tuple[Any, int, str]]:
+    """`teleconsult serve` in its own process on a free port: (process, port, the printed host
+    join link, "" if none). Stopped with SIGTERM on exit; check `process.returncode` after."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELECONSULT_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rtc_server.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        link = ""
+        for _ in range(20):  # bounded: the announcement is three lines
+            line = proc.stdout.readline() if proc.stdout else ""
+            if not line:
+                break
+            if "host join link" in line:
+                link = line.split(": ", 1)[1].strip()
+                break
+        yield proc, port, link
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

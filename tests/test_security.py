@@ -2,12 +2,7 @@
 
 import datetime
 import logging
-import os
-import signal
-import socket
 import ssl
-import subprocess
-import sys
 import urllib.request
 
 import aiohttp
@@ -18,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.helpers import Client, ConnectRefused
+from tests.helpers import Client, ConnectRefused, serve_process
 
 
 @pytest.mark.parametrize("path", ["/", "/join?token=x", "/healthz", "/no-such-page"])
@@ -122,39 +117,8 @@ def make_cert(tmp_path):
 
 def test_serve_over_tls(tmp_path):
     cert, key = make_cert(tmp_path)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TELECONSULT_")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rtc_server.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path / "d"),
-            "--tls-cert",
-            str(cert),
-            "--tls-key",
-            str(key),
-            "--host",
-            "localhost",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        link = ""
-        for _ in range(20):
-            line = proc.stdout.readline()
-            if "host join link" in line or not line:
-                link = line
-                break
+    args = ("--tls-cert", str(cert), "--tls-key", str(key), "--host", "localhost")
+    with serve_process(tmp_path / "d", *args) as (proc, port, link):
         assert f"https://localhost:{port}/join?token=" in link, proc.stderr.read()
         context = ssl.create_default_context(cafile=str(cert))
         with urllib.request.urlopen(
@@ -164,9 +128,7 @@ def test_serve_over_tls(tmp_path):
             assert resp.headers["Strict-Transport-Security"].startswith("max-age=")
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://localhost:{port}/healthz", timeout=5)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+    assert proc.returncode == 0
 
 
 def test_tls_settings_must_pair(tmp_path):
@@ -182,8 +144,11 @@ async def test_forwarded_address_counts_only_from_trusted_proxies(start_server):
         client = socketio.AsyncClient(reconnection=False)
         try:
             await client.connect(
-                live.url, auth={"token": live.tokens("r", f"c{id(client)}", "clinician")},
-                transports=["websocket"], headers={"X-Forwarded-For": forwarded}, wait_timeout=5,
+                live.url,
+                auth={"token": live.tokens("r", f"c{id(client)}", "clinician")},
+                transports=["websocket"],
+                headers={"X-Forwarded-For": forwarded},
+                wait_timeout=5,
             )
         except socketio.exceptions.ConnectionError:
             return None
@@ -201,11 +166,19 @@ async def test_forwarded_address_counts_only_from_trusted_proxies(start_server):
 async def test_forwarded_header_ignored_from_untrusted_peers(start_server):
     live = await start_server(limits={"max_connections_per_ip": 1})
     first = socketio.AsyncClient(reconnection=False)
-    await first.connect(live.url, auth={"token": live.tokens("r", "a", "clinician")},
-                        transports=["websocket"], headers={"X-Forwarded-For": "10.1.1.1"})
+    await first.connect(
+        live.url,
+        auth={"token": live.tokens("r", "a", "clinician")},
+        transports=["websocket"],
+        headers={"X-Forwarded-For": "10.1.1.1"},
+    )
     second = socketio.AsyncClient(reconnection=False)
     with pytest.raises(socketio.exceptions.ConnectionError):
-        await second.connect(live.url, auth={"token": live.tokens("r", "b", "clinician")},
-                             transports=["websocket"], headers={"X-Forwarded-For": "10.2.2.2"},
-                             wait_timeout=5)
+        await second.connect(
+            live.url,
+            auth={"token": live.tokens("r", "b", "clinician")},
+            transports=["websocket"],
+            headers={"X-Forwarded-For": "10.2.2.2"},
+            wait_timeout=5,
+        )
     await first.disconnect()
