@@ -87,6 +87,19 @@ def install_packer(
     sender._send_keyframe = on_keyframe_request  # type: ignore[method-assign]
 
 
+def release_sender(sender: RTCRtpSender) -> None:
+    """Drop what a stopped forwarding sender holds of its subscription.
+
+    A removed subscription's transceiver stays in the subscriber's peer connection (inactive),
+    so its sender outlives the subscription. Left alone, the sender's track and the PLI hook of
+    :func:`install_packer` keep the subscription alive, and through it the publisher's
+    publication, receiver and whole (closed) peer connection: one leaked connection graph per
+    participant who leaves. Call after ``sender.stop()``.
+    """
+    sender.__dict__.pop("_send_keyframe", None)  # back to aiortc's own method
+    sender.replaceTrack(None)
+
+
 def sender_packer(sender: RTCRtpSender) -> Any:
     """The encoder object a sender currently holds (a FramePacker on forwarding senders)."""
     return getattr(sender, _ENC_ATTR, None)

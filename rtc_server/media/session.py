@@ -20,7 +20,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from .aiortc_patch import negotiated_codec
+from .aiortc_patch import negotiated_codec, release_sender
 from .forwarder import Publication, Subscription
 from .frames import SUPPORTED_CODECS
 from .kinds import KIND_SOURCES
@@ -234,6 +234,7 @@ class PeerSession:
         if sub.sender is not None:
             with contextlib.suppress(Exception):
                 await sub.sender.stop()
+            release_sender(sub.sender)
         if renegotiate:
             self.renegotiate()
 
