@@ -26,7 +26,6 @@ import json
 import multiprocessing as mp
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from benchlib import free_port, pct, proc_cpu_s  # noqa: E402  (puts ROOT first on sys.path)
 
 ROOM = "bench-mdt"
 
@@ -45,32 +46,16 @@ def log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    idx = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return round(ordered[idx], 2)
-
-
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def upload_ct(url: str, token: str) -> dict[str, Any]:
     from pydicom.data import get_testdata_file
 
     data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
     req = urllib.request.Request(
-        f"{url}/api/rooms/{ROOM}/documents?name=CT_small.dcm", data=data, method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/dicom"})
+        f"{url}/api/rooms/{ROOM}/documents?name=CT_small.dcm",
+        data=data,
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/dicom"},
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())["document"]
 
@@ -85,8 +70,9 @@ def mark_time(text: str) -> float | None:
     return None
 
 
-async def worker_main(url: str, secret: str, doc_id: str, indices: list[int],
-                      opts: dict[str, Any], ctl: Any, out: Any) -> None:
+async def worker_main(
+    url: str, secret: str, doc_id: str, indices: list[int], opts: dict[str, Any], ctl: Any, out: Any
+) -> None:
     """One client process: its clients draw; fan-out is timed on the shared monotonic clock."""
     from annotation.client import AnnotationClient, ClientDoc
     from annotation.model import annotations_map
@@ -98,9 +84,12 @@ async def worker_main(url: str, secret: str, doc_id: str, indices: list[int],
         if not await asyncio.to_thread(ctl[name].wait, wait_s * 3):
             raise TimeoutError(f"no {name} signal")
 
-    clients = [AnnotationClient(url, mint_token(secret, room=ROOM, identity=f"dr-{i}",
-                                                role="clinician", ttl_s=3600))
-               for i in indices]
+    clients = [
+        AnnotationClient(
+            url, mint_token(secret, room=ROOM, identity=f"dr-{i}", role="clinician", ttl_s=3600)
+        )
+        for i in indices
+    ]
     await asyncio.gather(*(c.connect() for c in clients))
     docs: list[ClientDoc] = [await c.open(doc_id) for c in clients]
     maps = [annotations_map(d.doc) for d in docs]
@@ -119,19 +108,22 @@ async def worker_main(url: str, secret: str, doc_id: str, indices: list[int],
                 sent = mark_time(str(maps[j][key].get("text") or ""))
                 if sent is not None:
                     fanout.append((now - sent) * 1000.0)
+
         return on_change
 
     subs = [m.observe(observer(j)) for j, m in enumerate(maps)]
 
     def draw(j: int, k: int) -> None:
         x, y = float(k % 100), float((k // 100) % 100)
-        key = docs[j].draw("length", [(x, y), (x + 10.0, y + 5.0)],
-                           text=f"t={time.perf_counter():.6f}")
+        key = docs[j].draw(
+            "length", [(x, y), (x + 10.0, y + 5.0)], text=f"t={time.perf_counter():.6f}"
+        )
         own[j].add(key)
 
     async def all_have(n: int) -> None:
         async def one(c: AnnotationClient, m: Any) -> None:
             await c.wait_until(lambda: len(m) >= n, wait_s)
+
         await asyncio.gather(*(one(c, m) for c, m in zip(clients, maps, strict=True)))
 
     async def blast(j: int, count: int) -> None:
@@ -161,9 +153,12 @@ async def worker_main(url: str, secret: str, doc_id: str, indices: list[int],
     await gate("go2")
     recording["on"] = True
     interval = opts["clients"] / opts["rate"]
-    await asyncio.gather(*(paced(j, opts["paced_each"], interval,
-                                 interval * indices[j] / opts["clients"])
-                           for j in range(len(docs))))
+    await asyncio.gather(
+        *(
+            paced(j, opts["paced_each"], interval, interval * indices[j] / opts["clients"])
+            for j in range(len(docs))
+        )
+    )
     await all_have(opts["phase2_total"])
     recording["on"] = False
     out.put(("phase2", fanout))
@@ -173,8 +168,10 @@ async def worker_main(url: str, secret: str, doc_id: str, indices: list[int],
     out.put(("phase3", None))
     await gate("sync3")
     await all_have(opts["doc_total"])
-    digests = [hashlib.sha256(json.dumps(d.annotations(), sort_keys=True).encode()).hexdigest()
-               for d in docs]
+    digests = [
+        hashlib.sha256(json.dumps(d.annotations(), sort_keys=True).encode()).hexdigest()
+        for d in docs
+    ]
     errors = sum(len(d.errors) for d in docs) + sum(len(c.errors) for c in clients)
     out.put(("digests", (digests, errors)))
     await gate("close")
@@ -220,15 +217,25 @@ def run(url: str, secret: str, opts: argparse.Namespace, server_pid: int) -> dic
     phase2_total = phase1_total + opts.clients * paced_each
     topup_each = max(0, -(-(opts.doc_ops - phase2_total) // opts.clients))
     doc_total = phase2_total + topup_each * opts.clients
-    shared = {"ops": opts.ops, "window": opts.window, "wait_s": opts.wait_s,
-              "clients": opts.clients, "rate": opts.rate, "paced_each": paced_each,
-              "phase1_total": phase1_total, "phase2_total": phase2_total,
-              "topup_each": topup_each, "doc_total": doc_total}
+    shared = {
+        "ops": opts.ops,
+        "window": opts.window,
+        "wait_s": opts.wait_s,
+        "clients": opts.clients,
+        "rate": opts.rate,
+        "paced_each": paced_each,
+        "phase1_total": phase1_total,
+        "phase2_total": phase2_total,
+        "topup_each": topup_each,
+        "doc_total": doc_total,
+    }
     ctx = mp.get_context("spawn")
     ctl = {name: ctx.Event() for name in ("go1", "go2", "go3", "sync3", "close")}
     queue = ctx.Queue()
-    procs = [ctx.Process(target=worker, args=((url, secret, doc["id"], shard, shared, ctl,
-                                               queue),)) for shard in shards]
+    procs = [
+        ctx.Process(target=worker, args=((url, secret, doc["id"], shard, shared, ctl, queue),))
+        for shard in shards
+    ]
     for p in procs:
         p.start()
     try:
@@ -252,8 +259,9 @@ def run(url: str, secret: str, opts: argparse.Namespace, server_pid: int) -> dic
         ctl["sync3"].set()
         results = collect(queue, "digests", workers, wait)
         log(f"phase 3: document of {doc_total} marks; late join")
-        late_ms, late_digest, late_bytes = asyncio.run(late_join(url, token("dr-late"),
-                                                                 doc["id"], doc_total))
+        late_ms, late_digest, late_bytes = asyncio.run(
+            late_join(url, token("dr-late"), doc["id"], doc_total)
+        )
         ctl["close"].set()
     finally:
         for ev in ctl.values():
@@ -335,9 +343,20 @@ def main() -> None:
     profile = os.environ.get("BENCH_SERVER_PROFILE")  # a path: cProfile the server into it
     prefix = ["-m", "cProfile", "-o", profile] if profile else []
     server = subprocess.Popen(
-        [sys.executable, *prefix, "-m", "rtc_server.cli", "serve", "--port", str(port),
-         "--data-dir", str(data_dir)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+        [
+            sys.executable,
+            *prefix,
+            "-m",
+            "rtc_server.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:

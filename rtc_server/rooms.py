@@ -7,7 +7,6 @@ loaded from the store on first use, so a restart restores locks, bans, admission
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,11 +100,6 @@ class Room:
         self.lobby: dict[str, LobbyEntry] = {}
         # serialises membership changes of this room (join, admit, remove, end)
         self.lock = asyncio.Lock()
-
-    @property
-    def closed(self) -> bool:
-        """An ended room accepts nobody."""
-        return self.ended
 
     def needs_lobby(self, identity: str, role: Role) -> bool:
         """Whether this identity must wait for admission."""
@@ -227,7 +221,3 @@ class RoomRegistry:
             sum(len(r.lobby) for r in rooms),
         )
 
-
-def now() -> float:
-    """Wall-clock seconds (one place, so tests and records agree)."""
-    return time.time()

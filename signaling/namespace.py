@@ -758,6 +758,6 @@ class ConsultNamespace(socketio.AsyncNamespace):
             await asyncio.wait(list(self._tasks), timeout=5)
         for name in list(self.registry.rooms):
             room = self.registry.rooms[name]
-            if room.closed:
+            if room.ended:
                 continue
             await self._notify("room_closed", name)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, event, func, insert, inspect, or_, select, text, update
+from sqlalchemy import Connection, event, insert, inspect, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.schema import CreateColumn
@@ -234,12 +234,6 @@ class RecordStore:
     async def update_room(self, name: str, **values: Any) -> None:
         """Change persisted room fields (locked, lobby_policy, ended_at, ended_by)."""
         await self._write(update(t.rooms).where(t.rooms.c.name == name).values(**values))
-
-    async def count_live_rooms(self) -> int:
-        """Rooms created and not ended."""
-        async with self.engine.connect() as conn:
-            stmt = select(func.count()).select_from(t.rooms).where(t.rooms.c.ended_at.is_(None))
-            return int((await conn.execute(stmt)).scalar_one())
 
     # bans --------------------------------------------------------------------------------------
 
