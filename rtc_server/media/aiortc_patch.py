@@ -47,6 +47,7 @@ from .frames import AudioAssembler, FramePacker, VideoAssembler
 
 _JB_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _ENC_ATTR = "_RTCRtpSender__encoder"
+_HISTORY_ATTR = "_RTCRtpSender__rtp_history"
 _REMB_ATTR = "_RTCRtpReceiver__remote_bitrate_estimator"
 
 
@@ -88,16 +89,18 @@ def install_packer(
 
 
 def release_sender(sender: RTCRtpSender) -> None:
-    """Drop what a stopped forwarding sender holds of its subscription.
+    """Drop what a forwarding sender holds of the subscription it served.
 
-    A removed subscription's transceiver stays in the subscriber's peer connection (inactive),
-    so its sender outlives the subscription. Left alone, the sender's track and the PLI hook of
-    :func:`install_packer` keep the subscription alive, and through it the publisher's
+    A removed subscription's transceiver stays in the subscriber's peer connection (inactive,
+    then reused), so its sender outlives the subscription. Left alone, the PLI hook of
+    :func:`install_packer` keeps the subscription alive, and through it the publisher's
     publication, receiver and whole (closed) peer connection: one leaked connection graph per
-    participant who leaves. Call after ``sender.stop()``.
+    participant who leaves. The RTP history (up to 128 packets kept for retransmission) is the
+    old source's media: no use to anyone once the subscription ended.
     """
+    _require(sender, _HISTORY_ATTR)
     sender.__dict__.pop("_send_keyframe", None)  # back to aiortc's own method
-    sender.replaceTrack(None)
+    getattr(sender, _HISTORY_ATTR).clear()
 
 
 def sender_packer(sender: RTCRtpSender) -> Any:

@@ -157,36 +157,56 @@ class Publication:
 
 
 class ForwardedTrack(MediaStreamTrack):
-    """The track of a forwarding sender: ``recv()`` returns :class:`EncodedFrame` objects."""
+    """The track of a forwarding sender: ``recv()`` returns :class:`EncodedFrame` objects.
+
+    It lives as long as its sender. When the subscription it serves ends, the track idles
+    (``recv()`` waits) and the transceiver may later be reused for another subscription:
+    :meth:`retarget` points it at the new one (with a new track id, so the subscriber sees a
+    new msid).
+    """
 
     def __init__(self, sub: Subscription) -> None:
         super().__init__()
         self.kind = sub.kind
-        self._sub = sub
+        self._sub: Subscription | None = sub
         self._wakeup = asyncio.Event()
         self._last: EncodedFrame | None = None
+        self._last_sub: Subscription | None = None
+
+    @property
+    def subscription(self) -> Subscription | None:
+        return self._sub
+
+    def retarget(self, sub: Subscription | None, new_id: bool = False) -> None:
+        """Serve ``sub`` from now on (``None``: idle)."""
+        self._sub = sub
+        self._last = self._last_sub = None
+        if new_id:
+            self._id = str(uuid.uuid4())
+        self._wakeup.set()
 
     def wake(self) -> None:
         self._wakeup.set()
 
     async def recv(self) -> EncodedFrame:  # type: ignore[override]
-        sub = self._sub
-        if self._last is not None:
+        if self._last is not None and self._last_sub is not None:
             # the sender calls recv() again right after sending all packets of the last frame
-            sub.latencies.append(time.monotonic() - self._last.arrival)
-            self._last = None
-        if not sub.pulling:
-            sub.on_first_pull()
-        while not sub.queue:
+            self._last_sub.latencies.append(time.monotonic() - self._last.arrival)
+        self._last = self._last_sub = None
+        while True:
             if self.readyState != "live":
                 raise MediaStreamError
+            sub = self._sub
+            if sub is not None:
+                if not sub.pulling:
+                    sub.on_first_pull()
+                if sub.queue:
+                    break
             self._wakeup.clear()
             await self._wakeup.wait()
-        if self.readyState != "live":
-            raise MediaStreamError
         frame = sub.queue.popleft()
         sub.rebase(frame)
-        self._last = frame
+        self._last, self._last_sub = frame, sub
         sub.frames_forwarded += 1
         sub.bytes_forwarded += len(frame.data)
         return frame
@@ -258,6 +278,31 @@ class Subscription:
         self.transceiver = transceiver
         self.sender = transceiver.sender
         install_packer(self.sender, self.packer, self.on_keyframe_request)
+
+    def adopt(
+        self, transceiver: RTCRtpTransceiver, track: ForwardedTrack, previous: FramePacker | None
+    ) -> None:
+        """Take over a transceiver freed by an ended subscription (same kind and codec).
+
+        Its sender keeps running with the same track, packer (VP8 picture ids go on) and
+        SSRC; the first frame is rebased to follow the last one sent. The track serves this
+        subscription only once the subscriber has answered the offer that carries it
+        (:meth:`activate`): until then it sees the old m-line as inactive.
+        """
+        self.track = track
+        track.retarget(None, new_id=True)
+        if previous is not None:
+            self.packer = previous
+        if self.packer.last_timestamp is not None:
+            self._last_out_ts = self.packer.last_timestamp
+            self._rebase_pending = True
+        self.bind(transceiver)
+        transceiver.sender.replaceTrack(track)  # the new track id goes into the next offer
+
+    def activate(self) -> None:
+        """Start feeding the (reused) transceiver's track; a no-op when already feeding it."""
+        if not self.closed and self.track.subscription is not self:
+            self.track.retarget(self)
 
     # -- frames in --------------------------------------------------------------------------
     def push(self, frame: EncodedFrame) -> None:
@@ -358,4 +403,5 @@ class Subscription:
         if self.pending is not None:
             self.pending.detach(self)
         self.queue.clear()
-        self.track.stop()
+        if self.track.subscription is self:
+            self.track.retarget(None)  # idle: the transceiver may be reused

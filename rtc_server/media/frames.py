@@ -290,6 +290,7 @@ class FramePacker:
         self._picture_id = int.from_bytes(os.urandom(2), "big") & 0x7FFF
         self.target_bitrate: int | None = None
         self.timestamp_offset = 0  # set by the subscription when it switches source layers
+        self.last_timestamp: int | None = None  # of the last frame packed, offset applied
         self.frames = 0
         self.packets = 0
 
@@ -310,4 +311,5 @@ class FramePacker:
         else:
             payloads = [frame.data]
         self.packets += len(payloads)
-        return payloads, (frame.timestamp + self.timestamp_offset) & 0xFFFFFFFF
+        self.last_timestamp = frame.timestamp + self.timestamp_offset
+        return payloads, self.last_timestamp & 0xFFFFFFFF

@@ -16,12 +16,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from .aiortc_patch import negotiated_codec, release_sender
-from .forwarder import Publication, Subscription
+from .aiortc_patch import negotiated_codec, release_sender, sender_packer
+from .forwarder import ForwardedTrack, Publication, Subscription
 from .frames import SUPPORTED_CODECS
 from .kinds import KIND_SOURCES
 from .messages import (
@@ -86,6 +86,11 @@ class PeerSession:
         self._offer_id = 0
         self._awaiting: int | None = None
         self._offered: list[Subscription] = []
+        # transceivers of ended subscriptions: set inactive (not yet offered), inactive in the
+        # pending offer, then (once answered) free for a subscription of the same kind and codec
+        self._retiring: list[RTCRtpTransceiver] = []
+        self._retiring_offered: list[RTCRtpTransceiver] = []
+        self._free: list[RTCRtpTransceiver] = []
         self._early_candidates: dict[str, list[RtcCandidate]] = {}
 
     # -- helpers ----------------------------------------------------------------------------
@@ -218,11 +223,36 @@ class PeerSession:
             sub.close()
             self.room.spawn(self.room.reset_session(self.identity, "network"))
             return
-        transceiver = self.sub_pc.addTransceiver(sub.track, direction="sendonly")
-        transceiver.setCodecPreferences(_codec_capabilities(sub.codec, sub.kind))
-        sub.bind(transceiver)
+        transceiver = self._take_free(sub)
+        if transceiver is None:
+            transceiver = self.sub_pc.addTransceiver(sub.track, direction="sendonly")
+            transceiver.setCodecPreferences(_codec_capabilities(sub.codec, sub.kind))
+            sub.bind(transceiver)
+        else:
+            track = transceiver.sender.track
+            assert isinstance(track, ForwardedTrack)
+            transceiver.direction = "sendonly"
+            sub.adopt(transceiver, track, sender_packer(transceiver.sender))
         self.subscriptions[sub.key] = sub
         self.renegotiate()
+
+    def _take_free(self, sub: Subscription) -> RTCRtpTransceiver | None:
+        """A negotiated-inactive transceiver of ``sub``'s kind and codec, to reuse its m-line.
+
+        Reusing m-lines (as browsers and mediasoup-client do) keeps the subscriber's SDP and
+        the server's per-transceiver state bounded by the most subscriptions held at once,
+        not by every subscription a long session ever had.
+        """
+        for i, transceiver in enumerate(self._free):
+            codec = negotiated_codec(transceiver)
+            if (
+                transceiver.kind == sub.kind
+                and codec is not None
+                and codec.mimeType.lower() == sub.mime
+                and isinstance(transceiver.sender.track, ForwardedTrack)
+            ):
+                return self._free.pop(i)
+        return None
 
     async def remove_subscription(self, key: tuple[str, str], renegotiate: bool = True) -> None:
         sub = self.subscriptions.pop(key, None)
@@ -231,9 +261,10 @@ class PeerSession:
         sub.close()
         if sub.transceiver is not None:
             sub.transceiver.direction = "inactive"
+            # reusable once the subscriber has answered an offer showing it inactive, so that
+            # its next subscription is a new track there (a track event), never a silent swap
+            self._retiring.append(sub.transceiver)
         if sub.sender is not None:
-            with contextlib.suppress(Exception):
-                await sub.sender.stop()
             release_sender(sub.sender)
         if renegotiate:
             self.renegotiate()
@@ -257,12 +288,14 @@ class PeerSession:
             self._neg_dirty = False
             # subscriptions added while this offer is gathered wait for the next offer
             offered = list(self.subscriptions.values())
+            retiring, self._retiring = self._retiring, []
             offer = await pc.createOffer()
             self.room.ice.before_gathering(pc)
             await pc.setLocalDescription(offer)
             self.room.ice.after_gathering(pc)
             self._offer_id += 1
             self._awaiting = self._offer_id
+            self._retiring_offered = retiring
             self._offered = [s for s in offered if s.transceiver and s.transceiver.mid]
             tracks = [
                 OfferedTrack(
@@ -294,6 +327,10 @@ class PeerSession:
             except Exception as exc:
                 raise MediaError("bad_sdp", f"answer rejected: {exc}") from exc
             self._awaiting = None
+            for sub in self._offered:
+                sub.activate()
+            self._free.extend(self._retiring_offered)
+            self._retiring_offered = []
             await self._flush_candidates("subscriber", pc)
             mismatched = []
             for sub in self._offered:

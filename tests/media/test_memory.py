@@ -54,3 +54,35 @@ async def test_departed_publisher_is_freed(harness: Harness, sources: tuple[str,
         raise AssertionError(f"still reachable 10 s after leave: {alive}") from None
     # and the room still works for the host
     assert "host" in harness.room.sessions
+
+
+async def test_subscriber_mlines_are_reused(harness: Harness) -> None:
+    """Participants coming and going don't grow the subscriber connection: each newcomer's
+    tracks reuse the m-lines freed by the one before (after an offer showed them inactive),
+    with a new track id, and their media arrives there."""
+    host = await harness.join("host", decode=False)
+    mids: dict[str, set[str]] = {"camera": set(), "microphone": set()}
+    track_ids: set[str] = set()
+    for n in range(3):
+        guest = f"guest{n}"
+        client = await harness.join(guest, decode=False)
+        await client.publish({"camera": SyntheticVideoTrack(), "microphone": ToneAudioTrack()})
+        for source in ("camera", "microphone"):
+            await wait_for(
+                lambda s=source, g=guest: (
+                    host.received.get((g, s)) is not None and host.received[(g, s)].frames >= 5
+                ),
+                30,
+            )
+            mids[source].add(host.received[(guest, source)].mid)
+        session = harness.room.sessions["host"]
+        track_ids |= {sub.track.id for sub in session.subscriptions.values()}
+        await harness.leave(guest)
+        # the freed pair becomes reusable once the host has answered the offer marking it inactive
+        await wait_for(lambda: len(harness.room.sessions["host"]._free) == 2, 15)
+
+    session = harness.room.sessions["host"]
+    assert session.sub_pc is not None
+    assert len(session.sub_pc.getTransceivers()) == 2
+    assert all(len(m) == 1 for m in mids.values()), mids
+    assert len(track_ids) == 6  # a new msid each time: the browser fires a new track event
