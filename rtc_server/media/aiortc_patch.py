@@ -173,6 +173,42 @@ async def _bind_in_range(
     return None
 
 
+def close_late_sockets(pc: RTCPeerConnection) -> None:
+    """Close ICE sockets that ``pc``'s gathering binds after the connection was closed.
+
+    aioice's ``Connection.close()`` closes the sockets it knows of; a gathering still in flight
+    (the participant left while its offer was being answered) appends its sockets afterwards,
+    and nothing ever closes them: one leaked UDP socket each (seen in the soak benchmark).
+    Call before ``setLocalDescription``; idempotent per ICE connection.
+    """
+    for transceiver in pc.getTransceivers():
+        gatherer = transceiver.receiver.transport.transport.iceGatherer
+        _require(gatherer, "_connection")
+        connection: Connection = gatherer._connection
+        if getattr(connection, "_sfu_late_close", False):
+            continue
+        _require(connection, "_closing")
+        original = connection.get_component_candidates
+
+        async def gather(
+            *args: Any,
+            _conn: Connection = connection,
+            _orig: Callable[..., Any] = original,
+            **kw: Any,
+        ) -> list[Candidate]:
+            candidates = await _orig(*args, **kw)
+            if _conn._closing:
+                for protocol in _conn._protocols:
+                    if protocol.transport is not None:
+                        protocol.transport.close()
+                _conn._protocols.clear()
+                return []
+            return list(candidates)
+
+        connection.get_component_candidates = gather  # type: ignore[method-assign]
+        connection._sfu_late_close = True  # type: ignore[attr-defined]
+
+
 def restrict_ice_ports(
     pc: RTCPeerConnection, ports: PortRange | None, addresses: Sequence[str] | None
 ) -> None:

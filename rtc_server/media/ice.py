@@ -16,7 +16,12 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
-from .aiortc_patch import PortRange, enlarge_receive_buffers, restrict_ice_ports
+from .aiortc_patch import (
+    PortRange,
+    close_late_sockets,
+    enlarge_receive_buffers,
+    restrict_ice_ports,
+)
 from .settings import MediaSettings
 
 _CANDIDATE_RE = re.compile(
@@ -77,6 +82,7 @@ class IcePolicy:
 
     def before_gathering(self, pc: RTCPeerConnection) -> None:
         restrict_ice_ports(pc, self.ports, self.settings.bind_addresses)
+        close_late_sockets(pc)
 
     def after_gathering(self, pc: RTCPeerConnection) -> None:
         if self.settings.udp_receive_buffer_bytes:

@@ -147,6 +147,11 @@ class MediaCollector(Collector):
         g_pubs.add_metric([], sum(len(r.publications) for r in rooms))
         g_subs = GaugeMetricFamily("teleconsult_media_subscriptions", "Forwarded streams")
         g_subs.add_metric([], sum(len(s.subscriptions) for r in rooms for s in r.sessions.values()))
+        g_idle = GaugeMetricFamily(
+            "teleconsult_media_idle_transceivers",
+            "Subscriber m-lines of ended subscriptions kept for reuse (a parked sender each)",
+        )
+        g_idle.add_metric([], sum(s.idle_transceivers for r in rooms for s in r.sessions.values()))
         fwd = CounterMetricFamily(
             "teleconsult_media_frames_forwarded", "Encoded frames forwarded", labels=["kind"]
         )
@@ -205,7 +210,7 @@ class MediaCollector(Collector):
         for kind, (f, d) in totals.items():
             fwd.add_metric([kind], f)
             drop.add_metric([kind], d)
-        yield from (g_rooms, g_pubs, g_subs, fwd, drop, *per.values())
+        yield from (g_rooms, g_pubs, g_subs, g_idle, fwd, drop, *per.values())
 
 
 MEDIA = web.AppKey("media", MediaService)

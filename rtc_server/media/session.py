@@ -217,11 +217,14 @@ class PeerSession:
         if self.sub_pc is None:
             self.sub_pc = self.room.ice.new_peer_connection()
             self._watch(self.sub_pc, "subscriber")
-        if self.sub_pc.connectionState in ("failed", "closed"):
-            # the connection died and the session is being reset; the fresh session
+        dead = self.sub_pc.connectionState in ("failed", "closed")
+        if dead or self.sub_pc.signalingState == "closed":
+            # the connection died (or is shutting down after the peer's DTLS close, which
+            # ends in a connectionstatechange that resets the session); the fresh session
             # subscribes again
             sub.close()
-            self.room.spawn(self.room.reset_session(self.identity, "network"))
+            if dead:
+                self.room.spawn(self.room.reset_session(self.identity, "network"))
             return
         transceiver = self._take_free(sub)
         if transceiver is None:
@@ -235,6 +238,11 @@ class PeerSession:
             sub.adopt(transceiver, track, sender_packer(transceiver.sender))
         self.subscriptions[sub.key] = sub
         self.renegotiate()
+
+    @property
+    def idle_transceivers(self) -> int:
+        """Subscriber m-lines of ended subscriptions, kept for reuse (each with a parked sender)."""
+        return len(self._free) + len(self._retiring) + len(self._retiring_offered)
 
     def _take_free(self, sub: Subscription) -> RTCRtpTransceiver | None:
         """A negotiated-inactive transceiver of ``sub``'s kind and codec, to reuse its m-line.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -122,3 +123,40 @@ async def test_server_media_sockets_get_the_configured_receive_buffer() -> None:
         )
     finally:
         await harness.close()
+
+
+def _open_sockets() -> int:
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = fd.readlink()
+        except OSError:
+            continue
+        count += str(target).startswith("socket:")
+    return count
+
+
+@pytest.mark.parametrize("ports", [None, (42140, 42159)])
+async def test_a_connection_closed_while_gathering_leaves_no_socket(
+    ports: tuple[int, int] | None,
+) -> None:
+    """A participant leaving while the server gathers candidates for its connection: the
+    sockets bound after the close are closed too (aioice alone would leak them)."""
+    from contextlib import suppress
+
+    from rtc_server.media.ice import IcePolicy
+
+    low, high = ports or (None, None)
+    policy = IcePolicy(MediaSettings(udp_port_min=low, udp_port_max=high))
+    before = _open_sockets()
+    for _ in range(5):
+        pc = policy.new_peer_connection()
+        pc.addTransceiver("audio", direction="sendonly")
+        offer = await pc.createOffer()
+        policy.before_gathering(pc)
+        gathering = asyncio.ensure_future(pc.setLocalDescription(offer))
+        await asyncio.sleep(0)  # gathering has started and is waiting for its sockets
+        await pc.close()
+        with suppress(Exception):
+            await gathering
+    assert _open_sockets() == before

@@ -97,6 +97,7 @@ async def test_publish_subscribe_mute_and_leave_over_socketio(live: Any, connect
 
         text = await _metrics(live)
         assert "teleconsult_media_subscriptions" in text
+        assert "teleconsult_media_idle_transceivers" in text
         assert 'teleconsult_media_participant_frames_forwarded{identity="obs",room="mdt-1"}' in text
     finally:
         for m in (host, viewer, observer):
