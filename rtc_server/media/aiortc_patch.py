@@ -174,12 +174,15 @@ async def _bind_in_range(
 
 
 def close_late_sockets(pc: RTCPeerConnection) -> None:
-    """Close ICE sockets that ``pc``'s gathering binds after the connection was closed.
+    """Close the ICE sockets ``pc``'s gathering binds once its connection is closing.
 
-    aioice's ``Connection.close()`` closes the sockets it knows of; a gathering still in flight
-    (the participant left while its offer was being answered) appends its sockets afterwards,
-    and nothing ever closes them: one leaked UDP socket each (seen in the soak benchmark).
-    Call before ``setLocalDescription``; idempotent per ICE connection.
+    aioice's ``Connection.close()`` closes the sockets it knows of. A gathering still in flight
+    (the participant left while its offer was being answered) adds its sockets afterwards, and
+    a gathering that is cancelled (the negotiation task is, at teardown) drops the ones already
+    bound; nothing ever closes either: one leaked UDP socket each (found by the soak
+    benchmark). Gathering is shielded from cancellation here, and whatever it bound is closed
+    when it ends if the connection is closing by then. Call before ``setLocalDescription``;
+    idempotent per ICE connection.
     """
     for transceiver in pc.getTransceivers():
         gatherer = transceiver.receiver.transport.transport.iceGatherer
@@ -188,22 +191,29 @@ def close_late_sockets(pc: RTCPeerConnection) -> None:
         if getattr(connection, "_sfu_late_close", False):
             continue
         _require(connection, "_closing")
+        _require(connection, "_protocols")
         original = connection.get_component_candidates
+
+        def cleanup(task: asyncio.Future[Any], conn: Connection = connection) -> None:
+            if not task.cancelled():
+                task.exception()  # retrieved here: the caller may be gone
+            if conn._closing:
+                for protocol in conn._protocols:
+                    if getattr(protocol, "transport", None) is not None:
+                        protocol.transport.close()
+                conn._protocols.clear()
 
         async def gather(
             *args: Any,
             _conn: Connection = connection,
             _orig: Callable[..., Any] = original,
+            _cleanup: Callable[[asyncio.Future[Any]], None] = cleanup,
             **kw: Any,
         ) -> list[Candidate]:
-            candidates = await _orig(*args, **kw)
-            if _conn._closing:
-                for protocol in _conn._protocols:
-                    if protocol.transport is not None:
-                        protocol.transport.close()
-                _conn._protocols.clear()
-                return []
-            return list(candidates)
+            task = asyncio.ensure_future(_orig(*args, **kw))
+            task.add_done_callback(_cleanup)
+            candidates = await asyncio.shield(task)
+            return [] if _conn._closing else list(candidates)
 
         connection.get_component_candidates = gather  # type: ignore[method-assign]
         connection._sfu_late_close = True  # type: ignore[attr-defined]
