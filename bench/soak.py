@@ -4,8 +4,11 @@ The server runs in its own process (`teleconsult serve`, fresh data dir). In eac
 stays connected and publishes pre-encoded camera + microphone (no encoding cost in the client).
 Churners come and go: join (auto-subscribed to the host's media), chat, maybe publish a
 microphone, then leave cleanly, drop the connection abruptly, or get replaced by a reconnect of
-the same identity. The server's RSS, asyncio tasks and threads (from /metrics) are compared at
-two quiet points (only the hosts connected): after a warm-up, and at the end.
+the same identity. The server's RSS, asyncio tasks, threads and open fds (from /metrics) are
+compared at two quiet points: after a warm-up, and at the end. A quiet point is only the hosts
+connected and the task count unchanged for 30 s (dropped clients take up to 45 s to notice).
+`tasks_leaked` discounts the parked senders of subscriber m-lines kept for reuse (2 tasks each,
+`idle_transceivers_*`), which are bounded by the most subscriptions a host held at once.
 
     python bench/soak.py [--quick] [--minutes M] [--rooms R] [--churners C]
 
