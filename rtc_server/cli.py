@@ -53,8 +53,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             settings.model_copy(update={"worker_index": None}), settings.worker_index
         )
     from rtc_server.app import create_app
+    from rtc_server.heap import settle_heap
 
     app = create_app(settings)
+
+    async def _settle(_app: web.Application) -> None:
+        # after every start-up hook: what exists now lives as long as the process
+        settle_heap()
+
+    app.on_startup.append(_settle)
     link_token = mint_token(
         signing_secret(settings),
         room=args.room,

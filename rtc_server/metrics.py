@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Callable
 
@@ -49,6 +50,11 @@ class Metrics:
         Gauge("teleconsult_threads", "Threads in the server process", registry=r).set_function(
             threading.active_count
         )
+        Gauge(
+            "teleconsult_gc_frozen_objects",
+            "Objects frozen out of garbage collection at start-up (rtc_server.heap)",
+            registry=r,
+        ).set_function(gc.get_freeze_count)
 
     def track_totals(self, totals: Callable[[], tuple[int, int, int]]) -> None:
         """Read the room gauges from `totals()` -> (rooms, participants, waiting) at scrape."""

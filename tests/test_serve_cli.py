@@ -21,5 +21,13 @@ def test_serve_prints_link_and_stops_on_sigterm(tmp_path):
         assert claims.room == "ward-7" and claims.role.value == "host"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
             assert json.loads(resp.read())["status"] == "ok"
+        # start-up objects are frozen out of garbage collection (rtc_server.heap)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            metrics = dict(
+                line.split(" ", 1)
+                for line in resp.read().decode().splitlines()
+                if line and not line.startswith("#")
+            )
+        assert float(metrics["teleconsult_gc_frozen_objects"]) > 10_000
         assert (data / "teleconsult.db").exists()
     assert proc.returncode == 0
