@@ -173,6 +173,22 @@ async def _bind_in_range(
     return None
 
 
+def _unpatched_connections(pc: RTCPeerConnection, flag: str) -> list[Connection]:
+    """The aioice connections of ``pc`` not yet patched under ``flag`` (marked as patched now)."""
+    found: list[Connection] = []
+    for transceiver in pc.getTransceivers():
+        gatherer = transceiver.receiver.transport.transport.iceGatherer
+        _require(gatherer, "_connection")
+        connection: Connection = gatherer._connection
+        if getattr(connection, flag, False):
+            continue
+        _require(connection, "get_component_candidates")
+        _require(connection, "_protocols")
+        setattr(connection, flag, True)
+        found.append(connection)
+    return found
+
+
 def close_late_sockets(pc: RTCPeerConnection) -> None:
     """Close the ICE sockets ``pc``'s gathering binds once its connection is closing.
 
@@ -184,14 +200,8 @@ def close_late_sockets(pc: RTCPeerConnection) -> None:
     when it ends if the connection is closing by then. Call before ``setLocalDescription``;
     idempotent per ICE connection.
     """
-    for transceiver in pc.getTransceivers():
-        gatherer = transceiver.receiver.transport.transport.iceGatherer
-        _require(gatherer, "_connection")
-        connection: Connection = gatherer._connection
-        if getattr(connection, "_sfu_late_close", False):
-            continue
+    for connection in _unpatched_connections(pc, "_sfu_late_close"):
         _require(connection, "_closing")
-        _require(connection, "_protocols")
         original = connection.get_component_candidates
 
         def cleanup(task: asyncio.Future[Any], conn: Connection = connection) -> None:
@@ -216,7 +226,6 @@ def close_late_sockets(pc: RTCPeerConnection) -> None:
             return [] if _conn._closing else list(candidates)
 
         connection.get_component_candidates = gather  # type: ignore[method-assign]
-        connection._sfu_late_close = True  # type: ignore[attr-defined]
 
 
 def restrict_ice_ports(
@@ -231,14 +240,7 @@ def restrict_ice_ports(
     if ports is None and not addresses:
         return
     allowed = set(addresses) if addresses else None
-    for transceiver in pc.getTransceivers():
-        gatherer = transceiver.receiver.transport.transport.iceGatherer
-        _require(gatherer, "_connection")
-        connection: Connection = gatherer._connection
-        if getattr(connection, "_sfu_restricted", False):
-            continue
-        _require(connection, "get_component_candidates")
-        _require(connection, "_protocols")
+    for connection in _unpatched_connections(pc, "_sfu_restricted"):
         original = connection.get_component_candidates
 
         async def gather(
@@ -272,4 +274,3 @@ def restrict_ice_ports(
             return candidates
 
         connection.get_component_candidates = gather  # type: ignore[method-assign]
-        connection._sfu_restricted = True  # type: ignore[attr-defined]
