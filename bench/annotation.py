@@ -25,10 +25,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -37,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from benchlib import free_port, pct, proc_cpu_s  # noqa: E402  (puts ROOT first on sys.path)
+from benchlib import pct, proc_cpu_s, serve  # noqa: E402  (puts ROOT first on sys.path)
 
 ROOM = "bench-mdt"
 
@@ -328,58 +325,13 @@ def main() -> None:
         opts.clients, opts.ops, opts.fanout_s, opts.doc_ops = 4, 100, 2.0, 2_000
         opts.rate, opts.workers = 200.0, 2
 
-    from rtc_server.config import load_settings, prepare_data_dir, signing_secret
-
-    data_dir = Path(tempfile.mkdtemp(prefix="tc-bench-ann-", dir=os.environ.get("BENCH_TMP")))
-    settings = prepare_data_dir(load_settings(overrides={"data_dir": data_dir}, environ={}))
-    secret = signing_secret(settings)
-    port = free_port()
     env = {
-        **os.environ,
         "TELECONSULT_LIMITS__RATE_PER_S": "100000",
         "TELECONSULT_LIMITS__RATE_BURST": "100000",
-        "TELECONSULT_LOG_LEVEL": "warning",
     }
     profile = os.environ.get("BENCH_SERVER_PROFILE")  # a path: cProfile the server into it
-    prefix = ["-m", "cProfile", "-o", profile] if profile else []
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            *prefix,
-            "-m",
-            "rtc_server.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("server did not start") from None
-                time.sleep(0.2)
-        result = run(url, secret, opts, server.pid)
-    finally:
-        if profile:
-            server.send_signal(signal.SIGINT)
-        else:
-            server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with serve(env, profile=profile, prefix="tc-bench-ann-") as server:
+        result = run(server.url, server.secret, opts, server.proc.pid)
     print(json.dumps(result))
 
 

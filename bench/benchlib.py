@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -54,17 +55,25 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def serve(
-    env: dict[str, str] | None = None, start_timeout_s: float = 60.0
+    env: dict[str, str] | None = None,
+    start_timeout_s: float = 60.0,
+    profile: str | None = None,
+    prefix: str = "tc-bench-",
 ) -> Iterator[ServerProcess]:
-    """Run the server in its own process on a free port with a fresh data dir; stop it after."""
+    """Run the server in its own process on a free port with a fresh data dir; stop it after.
+
+    ``profile``: a path to write a cProfile of the server to (it is stopped with SIGINT so
+    that the profile gets written).
+    """
     from rtc_server.config import load_settings, prepare_data_dir, signing_secret
 
-    data_dir = Path(tempfile.mkdtemp(prefix="tc-bench-", dir=os.environ.get("BENCH_TMP")))
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("BENCH_TMP")))
     settings = prepare_data_dir(load_settings(overrides={"data_dir": data_dir}, environ={}))
     port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
+            *(["-m", "cProfile", "-o", profile] if profile else []),
             "-m",
             "rtc_server.cli",
             "serve",
@@ -91,7 +100,10 @@ def serve(
                 time.sleep(0.2)
         yield ServerProcess(proc, url, data_dir, signing_secret(settings))
     finally:
-        proc.terminate()
+        if profile:
+            proc.send_signal(signal.SIGINT)
+        else:
+            proc.terminate()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
