@@ -166,9 +166,17 @@ def install_relay_mode() -> None:
     def tap(self: Any) -> None:  # keep aiortc's jitter buffer and decoder
         return None
 
+    orig_close = forwarder.Subscription.close
+
     def sub_init(self: Any, subscriber: str, source_pub: Any, *args: Any, **kw: Any) -> None:
         orig_init(self, subscriber, source_pub, *args, **kw)
+        self.forwarded_track = self.track  # what the SFU's own close() idles
         self.track = relay.subscribe(source_pub.receiver.track, buffered=False)
+
+    def close(self: Any) -> None:  # the relay track ends with its subscription
+        relay_track, self.track = self.track, self.forwarded_track
+        orig_close(self)
+        relay_track.stop()
 
     def bind(self: Any, transceiver: Any) -> None:  # no packer: the sender encodes
         self.transceiver = transceiver
@@ -177,6 +185,8 @@ def install_relay_mode() -> None:
     forwarder.Publication.tap = tap  # type: ignore[method-assign]
     forwarder.Subscription.__init__ = sub_init  # type: ignore[method-assign]
     forwarder.Subscription.bind = bind  # type: ignore[method-assign]
+    forwarder.Subscription.close = close  # type: ignore[method-assign]
+    forwarder.Subscription.activate = lambda self: None  # type: ignore[method-assign]
     del session
 
 
