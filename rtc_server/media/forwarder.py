@@ -170,8 +170,7 @@ class ForwardedTrack(MediaStreamTrack):
         self.kind = sub.kind
         self._sub: Subscription | None = sub
         self._wakeup = asyncio.Event()
-        self._last: EncodedFrame | None = None
-        self._last_sub: Subscription | None = None
+        self._last: tuple[Subscription, EncodedFrame] | None = None  # latency sample pending
 
     @property
     def subscription(self) -> Subscription | None:
@@ -180,7 +179,7 @@ class ForwardedTrack(MediaStreamTrack):
     def retarget(self, sub: Subscription | None, new_id: bool = False) -> None:
         """Serve ``sub`` from now on (``None``: idle)."""
         self._sub = sub
-        self._last = self._last_sub = None
+        self._last = None
         if new_id:
             self._id = str(uuid.uuid4())
         self._wakeup.set()
@@ -189,10 +188,12 @@ class ForwardedTrack(MediaStreamTrack):
         self._wakeup.set()
 
     async def recv(self) -> EncodedFrame:  # type: ignore[override]
-        if self._last is not None and self._last_sub is not None:
+        if self._last is not None:
             # the sender calls recv() again right after sending all packets of the last frame
-            self._last_sub.latencies.append(time.monotonic() - self._last.arrival)
-        self._last = self._last_sub = None
+            # (no locals: this frame waits below while idle, and must not keep the old
+            # subscription, and through it the departed publisher, alive)
+            self._last[0].latencies.append(time.monotonic() - self._last[1].arrival)
+            self._last = None
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -206,7 +207,7 @@ class ForwardedTrack(MediaStreamTrack):
             await self._wakeup.wait()
         frame = sub.queue.popleft()
         sub.rebase(frame)
-        self._last, self._last_sub = frame, sub
+        self._last = (sub, frame)
         sub.frames_forwarded += 1
         sub.bytes_forwarded += len(frame.data)
         return frame
