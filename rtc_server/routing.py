@@ -222,6 +222,7 @@ class RedisRouter:
         heartbeat_s: float = 1.0,
         ttl_s: float = 5.0,
         prefix: str = "tc:",
+        cpu_clock: Callable[[], float] = process_cpu_s,
     ) -> None:
         aioredis = _import_redis()
         self.redis_url = redis_url
@@ -243,7 +244,8 @@ class RedisRouter:
         self._place = self.redis.register_script(PLACE_LUA)
         self._release = self.redis.register_script(RELEASE_LUA)
         self._tasks: list[asyncio.Task[None]] = []
-        self._cpu_last = (time.monotonic(), process_cpu_s())
+        self._cpu_clock = cpu_clock
+        self._cpu_last = (time.monotonic(), cpu_clock())
         self.registered = asyncio.Event()
         self.reconnects = 0
 
@@ -308,7 +310,7 @@ class RedisRouter:
     def load_figures(self) -> dict[str, float]:
         """rooms, participants, waiting, cpu (share of one core since the last beat), load."""
         rooms, participants, waiting = self._load()
-        now, cpu = time.monotonic(), process_cpu_s()
+        now, cpu = time.monotonic(), self._cpu_clock()
         then, cpu_then = self._cpu_last
         self._cpu_last = (now, cpu)
         share = (cpu - cpu_then) / (now - then) if now > then else 0.0
