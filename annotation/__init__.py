@@ -30,7 +30,7 @@ def token_authenticator(secret: str) -> Authenticate:
 def setup(app: web.Application) -> None:
     """Register documents and annotation with the server application."""
     from rtc_server.config import signing_secret
-    from rtc_server.keys import RECORD_CONTRIBUTORS, RECORDS, SETTINGS, SIGNALING
+    from rtc_server.keys import RECORD_CONTRIBUTORS, RECORDS, RETENTION, SETTINGS, SIGNALING
 
     from . import tables  # noqa: F401  (tables on the shared metadata before create_all)
     from .record import record_section
@@ -43,6 +43,7 @@ def setup(app: web.Application) -> None:
     Routes(service, token_authenticator(signing_secret(settings))).add_to(app)
     app[ANNOTATION] = service
     app[RECORD_CONTRIBUTORS].append(partial(record_section, service))
+    app[RETENTION].cleanups.append(service.collect_blobs)
 
     async def _close(_app: web.Application) -> None:
         await service.close()

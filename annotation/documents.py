@@ -89,6 +89,16 @@ class DocumentRepository:
             raise DocumentNotFound(f"no document {doc_id!r} in this room")
         return _from_row(row)
 
+    async def referenced_blobs(self) -> set[str]:
+        """Digests of every blob some document row names (its file, and each frame's)."""
+        referenced: set[str] = set()
+        async with self.engine.connect() as conn:
+            result = await conn.execute(select(documents.c.sha256, documents.c.frame_index))
+            for sha256, frame_index in result:
+                referenced.add(sha256)
+                referenced.update(entry["blob"] for entry in frame_index or ())
+        return referenced
+
     async def list_room(self, room: str) -> list[DocumentInfo]:
         """The room's documents, oldest first."""
         async with self.engine.connect() as conn:

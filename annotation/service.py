@@ -49,6 +49,9 @@ MAX_AWARENESS_BYTES = 16 * 1024
 #: COALESCE_S so that concurrent changes leave as one merged update (fewer frames per change).
 BUSY_WINDOW_S = 0.02
 COALESCE_S = 0.004
+# a stored file no document names is deleted only once it is this old: an upload's files are
+# stored before its document row is committed
+BLOB_GRACE_S = 3600.0
 
 
 # wire models ------------------------------------------------------------------------------------
@@ -152,6 +155,12 @@ class AnnotationService:
         if self.ns is not None:
             await self.ns.emit_to_room(room, "doc:added", {"document": info.public()})
         return info
+
+    async def collect_blobs(self) -> dict[str, int]:
+        """Delete stored files no document refers to any more (after a retention purge)."""
+        referenced = await self.repo.referenced_blobs()
+        removed = await asyncio.to_thread(self.blobs.collect, referenced, BLOB_GRACE_S)
+        return {"document_blobs": removed}
 
     async def session(self, doc_id: str, room: str) -> DocSession:
         """The loaded session of a document of ``room`` (loaded from persistence on first use)."""

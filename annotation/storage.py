@@ -6,6 +6,9 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -17,6 +20,9 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        # put() and collect() in this process never interleave; across processes sharing the
+        # folder, the grace period of collect() and the mtime put() refreshes protect uploads
+        self._lock = threading.Lock()
 
     def path(self, sha256: str) -> Path:
         """Where the blob with this digest lives (it may not exist)."""
@@ -28,8 +34,16 @@ class BlobStore:
         """Store ``data`` (idempotent) and return its hex digest."""
         digest = hashlib.sha256(data).hexdigest()
         target = self.path(digest)
-        if target.exists():
-            return digest
+        with self._lock:
+            try:
+                os.utime(target)  # stored already: now it is recent again (see collect)
+                return digest
+            except FileNotFoundError:
+                pass
+        self._write(target, data)  # a fresh file is recent: collect leaves it alone
+        return digest
+
+    def _write(self, target: Path, data: bytes) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
@@ -41,7 +55,6 @@ class BlobStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return digest
 
     def get(self, sha256: str) -> bytes:
         """The blob's bytes; FileNotFoundError when absent."""
@@ -50,3 +63,33 @@ class BlobStore:
     def exists(self, sha256: str) -> bool:
         """Whether the blob is stored."""
         return self.path(sha256).exists()
+
+    def digests(self) -> Iterator[str]:
+        """Every stored blob's digest (temporary files of writes in progress left out)."""
+        for folder in self.root.iterdir():
+            if folder.is_dir() and len(folder.name) == 2:
+                for entry in folder.iterdir():
+                    if _SHA_RE.match(entry.name):
+                        yield entry.name
+
+    def collect(self, referenced: set[str], grace_s: float, now: float | None = None) -> int:
+        """Delete blobs not in ``referenced`` and untouched for ``grace_s``; how many went.
+
+        The grace period covers an upload whose blobs are stored but whose document row is not
+        committed yet (``put`` also refreshes the mtime of a blob it finds already stored).
+        """
+        cutoff = (time.time() if now is None else now) - grace_s
+        removed = 0
+        for digest in list(self.digests()):
+            if digest in referenced:
+                continue
+            path = self.path(digest)
+            with self._lock:
+                try:
+                    if path.stat().st_mtime > cutoff:
+                        continue
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+            removed += 1
+        return removed

@@ -1,9 +1,14 @@
 """Retention: consults older than the retention period are purged, nothing else is."""
 
+import json
+import os
 import time
+from io import BytesIO
 
 import aiohttp
+from PIL import Image
 
+from tests.annotation.conftest import upload
 from tests.helpers import Client, server_sql
 
 SIXTEEN_YEARS = 16 * 365.25 * 24 * 3600
@@ -89,3 +94,52 @@ async def test_retention_is_configurable(start_server):
         live, "UPDATE participant_sessions SET joined_at = ?, left_at = ?", (two_years_ago,) * 2
     )
     assert (await purge(live, dry_run=True))["rooms"] == ["c"]
+
+
+def png(shade: int) -> bytes:
+    out = BytesIO()
+    Image.new("RGB", (8, 8), (shade, shade, shade)).save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_purge_deletes_the_files_only_expired_documents_used(live):
+    await consult(live, "old-consult")
+    await consult(live, "new-consult")
+    uploaded = {}
+    for room, shade in [("old-consult", 1), ("old-consult", 2), ("new-consult", 2),
+                        ("new-consult", 3)]:
+        status, body = await upload(live, room, "dr", "host", png(shade), f"{shade}.png")
+        assert status == 201, body
+        uploaded[(room, shade)] = body["document"]
+    only_old, shared, only_new = (uploaded[k]["sha256"] for k in [
+        ("old-consult", 1), ("old-consult", 2), ("new-consult", 3)])
+    assert shared == uploaded[("new-consult", 2)]["sha256"]  # one file, two documents
+    documents = live.settings.data_dir / "documents"
+    files = {p.name: p for p in documents.rglob("*") if p.is_file()}
+    assert set(files) == {only_old, shared, only_new}
+    # sixteen years on: every file is old, the old consult is expired
+    shift = SIXTEEN_YEARS
+    for path in files.values():
+        then = path.stat().st_mtime - shift
+        os.utime(path, (then, then))
+    await sql(live, "UPDATE rooms SET created_at = created_at - ?, ended_at = ended_at - ? "
+              "WHERE name = 'old-consult'", (shift, shift))
+    await sql(live, "UPDATE participant_sessions SET joined_at = joined_at - ?, "
+              "left_at = left_at - ? WHERE room = 'old-consult'", (shift, shift))
+
+    done = await purge(live, dry_run=False)
+    assert done["rooms"] == ["old-consult"]
+    assert done["deleted"]["documents"] == 2 and done["deleted"]["document_blobs"] == 1
+    assert not files[only_old].exists()
+    assert files[shared].exists() and files[only_new].exists()
+    entry = await sql(live, "SELECT detail FROM audit_entries WHERE action = 'records.purge_files'")
+    assert json.loads(entry[0][0]) == {"document_blobs": 1}
+    # the new consult's documents still show
+    headers = {"Authorization": f"Bearer {live.tokens('new-consult', 'dr', 'host')}"}
+    async with aiohttp.ClientSession() as http:
+        for shade in (2, 3):
+            doc = uploaded[("new-consult", shade)]
+            async with http.get(f"{live.url}/api/rooms/new-consult/documents/{doc['id']}"
+                                "/frames/0.png", headers=headers) as resp:
+                assert resp.status == 200
+                assert (await resp.read()).startswith(b"\x89PNG")

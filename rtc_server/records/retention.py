@@ -4,8 +4,9 @@ A room is expired once it ended (or, never ended, was last active) longer ago th
 retention period. Purging deletes its rows from every table of the shared metadata that has a
 `room` column, and the rows that hang off those by foreign key (annotation updates and
 snapshots), plus its recording files. The audit log is never purged: it is the proof of what
-happened, and the purge itself is written to it. Content-addressed document blobs may be shared
-between rooms and are left in place.
+happened, and the purge itself is written to it. Feature packages add cleanups that run after
+each purge (annotation deletes the document files no remaining document refers to: the blobs
+are content-addressed and may be shared between rooms).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ from rtc_server.records.store import RecordStore
 log = logging.getLogger(__name__)
 YEAR_S = 365.25 * 24 * 3600
 NEVER_PURGED = {"audit_entries", "audit_tree_heads", "revoked_tokens"}
+# runs after a purge; returns what it deleted, by kind (e.g. {"document_blobs": 3})
+Cleanup = Callable[[], Awaitable[dict[str, int]]]
 
 
 async def expired_rooms(store: RecordStore, years: float, now: float | None = None) -> list[str]:
@@ -114,6 +118,7 @@ class RetentionTask:
         self.data_dir = data_dir
         self.years = years
         self.interval_s = interval_s
+        self.cleanups: list[Cleanup] = []  # feature packages append theirs
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -127,13 +132,31 @@ class RetentionTask:
 
     async def run_once(self, dry_run: bool = False) -> dict[str, Any]:
         rooms = await expired_rooms(self.store, self.years)
-        deleted = {} if dry_run else await purge_rooms(self.store, rooms, self.data_dir, self.audit)
+        if dry_run:
+            deleted: dict[str, int] = {}
+        else:
+            deleted = await purge_rooms(self.store, rooms, self.data_dir, self.audit)
+            deleted.update(await self._clean_up())
         return {
             "retention_years": self.years,
             "rooms": rooms,
             "dry_run": dry_run,
             "deleted": deleted,
         }
+
+    async def _clean_up(self) -> dict[str, int]:
+        """Run every cleanup (one failing does not stop the others); audit what went."""
+        removed: dict[str, int] = {}
+        for cleanup in self.cleanups:
+            try:
+                for kind, count in (await cleanup()).items():
+                    removed[kind] = removed.get(kind, 0) + count
+            except Exception:
+                log.exception("retention cleanup %r failed", cleanup)
+        if any(removed.values()):
+            await self.audit.append("records.purge_files", "retention", "files", "ok", removed)
+            log.info("retention: removed %s", removed)
+        return removed
 
     async def _loop(self) -> None:
         while True:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 import zlib
 from io import BytesIO
 from pathlib import Path
@@ -67,6 +69,22 @@ def test_png_is_stored_content_addressed(store: BlobStore):
     assert store.path(doc.sha256).parent.name == doc.sha256[:2]
     assert ingest([("again.png", data)], store).sha256 == doc.sha256
     assert doc.pixel_spacing is None
+
+
+def test_collect_deletes_only_old_unreferenced_blobs(store: BlobStore):
+    kept, orphan, fresh = (store.put(bytes([i]) * 10) for i in range(3))
+    old = time.time() - 7200
+    for digest in (kept, orphan, fresh):
+        os.utime(store.path(digest), (old, old))
+    store.put(bytes([2]) * 10)  # stored again (a new upload of the same file): recent again
+    (store.root / kept[:2] / ".tmp-x").write_bytes(b"a write in progress")
+    assert sorted(store.digests()) == sorted([kept, orphan, fresh])
+    assert store.collect({kept}, grace_s=3600) == 1
+    assert not store.exists(orphan)
+    assert store.exists(kept) and store.exists(fresh)
+    assert (store.root / kept[:2] / ".tmp-x").exists()
+    assert store.collect({kept}, grace_s=3600, now=time.time() + 7200) == 1  # fresh aged too
+    assert list(store.digests()) == [kept]
 
 
 def test_truncated_png_is_refused(store: BlobStore):
