@@ -11,7 +11,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .errors import DocumentNotFound
-from .tables import documents
+from .tables import document_files, documents
 from .uploads import IngestedDocument
 
 
@@ -54,6 +54,11 @@ class DocumentInfo:
         return data
 
 
+def _file_rows(doc_id: str, sha256: str, frame_index: Any) -> list[dict[str, str]]:
+    digests = {sha256, *(entry["blob"] for entry in frame_index or ())}
+    return [{"doc_id": doc_id, "sha256": d} for d in sorted(digests)]
+
+
 def _from_row(row: Any) -> DocumentInfo:
     m = row._mapping
     return DocumentInfo(**{k: m[k] for k in DocumentInfo.__dataclass_fields__})
@@ -79,6 +84,8 @@ class DocumentRepository:
         )
         async with self.engine.begin() as conn:
             await conn.execute(insert(documents).values(**asdict(info)))
+            await conn.execute(insert(document_files), _file_rows(info.id, info.sha256,
+                                                                  info.frame_index))
         return info
 
     async def get(self, doc_id: str, room: str | None = None) -> DocumentInfo:
@@ -89,15 +96,31 @@ class DocumentRepository:
             raise DocumentNotFound(f"no document {doc_id!r} in this room")
         return _from_row(row)
 
-    async def referenced_blobs(self) -> set[str]:
-        """Digests of every blob some document row names (its file, and each frame's)."""
-        referenced: set[str] = set()
+    async def index_files(self) -> int:
+        """Fill ``document_files`` for documents stored before it existed; how many."""
+        missing = (
+            select(documents.c.id, documents.c.sha256, documents.c.frame_index)
+            .select_from(documents.outerjoin(document_files,
+                                             document_files.c.doc_id == documents.c.id))
+            .where(document_files.c.doc_id.is_(None))
+        )
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(missing)).all()
+            for doc_id, sha256, frame_index in rows:
+                await conn.execute(insert(document_files),
+                                   _file_rows(doc_id, sha256, frame_index))
+        return len(rows)
+
+    async def files_in_use(self, digests: list[str]) -> set[str]:
+        """Those of ``digests`` that some document uses."""
+        used: set[str] = set()
         async with self.engine.connect() as conn:
-            result = await conn.execute(select(documents.c.sha256, documents.c.frame_index))
-            for sha256, frame_index in result:
-                referenced.add(sha256)
-                referenced.update(entry["blob"] for entry in frame_index or ())
-        return referenced
+            for i in range(0, len(digests), 500):
+                batch = digests[i:i + 500]
+                rows = await conn.execute(select(document_files.c.sha256).distinct()
+                                          .where(document_files.c.sha256.in_(batch)))
+                used.update(r[0] for r in rows)
+        return used
 
     async def list_room(self, room: str) -> list[DocumentInfo]:
         """The room's documents, oldest first."""

@@ -157,9 +157,12 @@ class AnnotationService:
         return info
 
     async def collect_blobs(self) -> dict[str, int]:
-        """Delete stored files no document refers to any more (after a retention purge)."""
-        referenced = await self.repo.referenced_blobs()
-        removed = await asyncio.to_thread(self.blobs.collect, referenced, BLOB_GRACE_S)
+        """Delete stored files no document uses any more (run after a retention purge)."""
+        await self.repo.index_files()
+        candidates = await asyncio.to_thread(self.blobs.unused_candidates, BLOB_GRACE_S)
+        used = await self.repo.files_in_use(candidates)
+        unused = [d for d in candidates if d not in used]
+        removed = await asyncio.to_thread(self.blobs.delete_unused, unused, BLOB_GRACE_S)
         return {"document_blobs": removed}
 
     async def session(self, doc_id: str, room: str) -> DocSession:

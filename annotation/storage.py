@@ -72,17 +72,28 @@ class BlobStore:
                     if _SHA_RE.match(entry.name):
                         yield entry.name
 
-    def collect(self, referenced: set[str], grace_s: float, now: float | None = None) -> int:
-        """Delete blobs not in ``referenced`` and untouched for ``grace_s``; how many went.
+    def unused_candidates(self, grace_s: float, now: float | None = None) -> list[str]:
+        """Digests of blobs untouched for ``grace_s`` (to be checked against the records)."""
+        cutoff = (time.time() if now is None else now) - grace_s
+        old = []
+        for digest in self.digests():
+            try:
+                if self.path(digest).stat().st_mtime <= cutoff:
+                    old.append(digest)
+            except FileNotFoundError:
+                continue
+        return old
 
-        The grace period covers an upload whose blobs are stored but whose document row is not
-        committed yet (``put`` also refreshes the mtime of a blob it finds already stored).
+    def delete_unused(self, digests: list[str], grace_s: float, now: float | None = None) -> int:
+        """Delete these blobs (no document uses them) unless touched within ``grace_s`` since
+        they were listed; how many went.
+
+        The grace period covers an upload whose files are stored but whose document row is not
+        committed yet (``put`` also refreshes the mtime of a file it finds already stored).
         """
         cutoff = (time.time() if now is None else now) - grace_s
         removed = 0
-        for digest in list(self.digests()):
-            if digest in referenced:
-                continue
+        for digest in digests:
             path = self.path(digest)
             with self._lock:
                 try:

@@ -43,6 +43,16 @@ documents = Table(
     Index("ix_documents_room", "room"),
 )
 
+# which stored files (blobs) each document uses: its file and every frame's; indexed by digest
+# so that retention can tell at once whether a file is still in use
+document_files = Table(
+    "document_files",
+    metadata,
+    Column("doc_id", String(32), ForeignKey("documents.id"), primary_key=True),
+    Column("sha256", String(64), primary_key=True),
+    Index("ix_document_files_sha256", "sha256"),
+)
+
 document_updates = Table(
     "document_updates",
     metadata,

@@ -127,11 +127,17 @@ async def test_purge_deletes_the_files_only_expired_documents_used(live):
     await sql(live, "UPDATE participant_sessions SET joined_at = joined_at - ?, "
               "left_at = left_at - ? WHERE room = 'old-consult'", (shift, shift))
 
+    assert len(await sql(live, "SELECT * FROM document_files")) == 4
+    # as if the documents came from a version that did not index their files yet
+    await sql(live, "DELETE FROM document_files")
+
     done = await purge(live, dry_run=False)
     assert done["rooms"] == ["old-consult"]
     assert done["deleted"]["documents"] == 2 and done["deleted"]["document_blobs"] == 1
     assert not files[only_old].exists()
     assert files[shared].exists() and files[only_new].exists()
+    assert sorted(r[0] for r in await sql(live, "SELECT sha256 FROM document_files")) == sorted(
+        [shared, only_new])  # re-indexed before anything was deleted
     entry = await sql(live, "SELECT detail FROM audit_entries WHERE action = 'records.purge_files'")
     assert json.loads(entry[0][0]) == {"document_blobs": 1}
     # the new consult's documents still show

@@ -136,7 +136,8 @@ class RetentionTask:
             deleted: dict[str, int] = {}
         else:
             deleted = await purge_rooms(self.store, rooms, self.data_dir, self.audit)
-            deleted.update(await self._clean_up())
+            if rooms:
+                deleted.update(await self._clean_up())
         return {
             "retention_years": self.years,
             "rooms": rooms,

@@ -71,7 +71,7 @@ def test_png_is_stored_content_addressed(store: BlobStore):
     assert doc.pixel_spacing is None
 
 
-def test_collect_deletes_only_old_unreferenced_blobs(store: BlobStore):
+def test_only_old_untouched_blobs_are_deleted(store: BlobStore):
     kept, orphan, fresh = (store.put(bytes([i]) * 10) for i in range(3))
     old = time.time() - 7200
     for digest in (kept, orphan, fresh):
@@ -79,12 +79,14 @@ def test_collect_deletes_only_old_unreferenced_blobs(store: BlobStore):
     store.put(bytes([2]) * 10)  # stored again (a new upload of the same file): recent again
     (store.root / kept[:2] / ".tmp-x").write_bytes(b"a write in progress")
     assert sorted(store.digests()) == sorted([kept, orphan, fresh])
-    assert store.collect({kept}, grace_s=3600) == 1
+    candidates = store.unused_candidates(grace_s=3600)
+    assert sorted(candidates) == sorted([kept, orphan])
+    store.put(bytes([0]) * 10)  # re-uploaded between the listing and the deletion
+    assert store.delete_unused(candidates, grace_s=3600) == 1
     assert not store.exists(orphan)
     assert store.exists(kept) and store.exists(fresh)
     assert (store.root / kept[:2] / ".tmp-x").exists()
-    assert store.collect({kept}, grace_s=3600, now=time.time() + 7200) == 1  # fresh aged too
-    assert list(store.digests()) == [kept]
+    assert store.delete_unused([fresh], grace_s=3600, now=time.time() + 7200) == 1
 
 
 def test_truncated_png_is_refused(store: BlobStore):
