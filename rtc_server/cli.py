@@ -54,6 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     from rtc_server.app import create_app
     from rtc_server.heap import settle_heap
+    from rtc_server.shutdown_watch import watch_shutdown
 
     app = create_app(settings)
 
@@ -62,6 +63,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settle_heap()
 
     app.on_startup.append(_settle)
+    # a stop that takes longer than the open-request grace plus a margin says what it waits on
+    watch_shutdown(app, settings.shutdown_grace_s + 8.0)
     link_token = mint_token(
         signing_secret(settings),
         room=args.room,
