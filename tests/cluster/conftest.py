@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,9 @@ class Node:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+                # not a failure of the test, but worth seeing: the node logs what it waited on
+                warnings.warn(f"node {self.name} did not stop within 20 s of SIGTERM:\n"
+                              f"{self.log_tail(30)}", stacklevel=1)
 
     def log_tail(self, n: int = 40) -> str:
         try:
