@@ -20,8 +20,8 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
-        # put() and collect() in this process never interleave; across processes sharing the
-        # folder, the grace period of collect() and the mtime put() refreshes protect uploads
+        # put() and delete_unused() in this process never interleave; across processes sharing
+        # the folder, the grace period and the mtime put() refreshes protect uploads
         self._lock = threading.Lock()
 
     def path(self, sha256: str) -> Path:
@@ -36,11 +36,11 @@ class BlobStore:
         target = self.path(digest)
         with self._lock:
             try:
-                os.utime(target)  # stored already: now it is recent again (see collect)
+                os.utime(target)  # stored already: now it is recent again (see delete_unused)
                 return digest
             except FileNotFoundError:
                 pass
-        self._write(target, data)  # a fresh file is recent: collect leaves it alone
+        self._write(target, data)  # a fresh file is recent: delete_unused leaves it alone
         return digest
 
     def _write(self, target: Path, data: bytes) -> None:
