@@ -36,8 +36,9 @@ class _Entry:
     owner: str  # sid
 
 
-def parse_awareness_message(message: bytes, *, max_clients: int = 8,
-                            max_state_bytes: int = 8192) -> list[tuple[int, int, Any]]:
+def parse_awareness_message(
+    message: bytes, *, max_clients: int = 8, max_state_bytes: int = 8192
+) -> list[tuple[int, int, Any]]:
     """[(client_id, clock, state or None)] of a complete awareness message."""
     msg_type, pos = read_var_uint(message, 0)
     if msg_type != YMessageType.AWARENESS:
@@ -95,8 +96,12 @@ class AwarenessRelay:
                 continue  # stale
             if state is not None:
                 state = dict(state)
-                state["user"] = {"identity": peer.identity, "name": peer.name,
-                                 "role": peer.role, "colour": peer.colour}
+                state["user"] = {
+                    "identity": peer.identity,
+                    "name": peer.name,
+                    "role": peer.role,
+                    "colour": peer.colour,
+                }
             self._entries[client_id] = _Entry(clock, state, peer.sid)
             out.append((client_id, clock, state))
         return encode_awareness(out) if out else None

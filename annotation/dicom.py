@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
@@ -10,7 +11,9 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from .errors import DocumentTooLarge, InvalidDocument
 
@@ -31,14 +34,45 @@ WINDOW_PRESETS: dict[str, Window] = {
     "brain": Window(40.0, 80.0),
 }
 
+#: What a deflated dataset may inflate to (Deflated Explicit VR Little Endian): a pixel budget
+#: of 40 M pixels at up to 6 bytes each, and room for the other elements.
+MAX_INFLATED_BYTES = 256 * 1024 * 1024
+
 #: Modalities whose images are projections: ImagerPixelSpacing is at the detector plane.
 PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "XA", "RF", "IO", "PX"})
 
 
-def read_dataset(data: bytes, *, max_pixels: int) -> Dataset:
+def check_inflation(data: bytes, max_inflated: int = MAX_INFLATED_BYTES) -> None:
+    """Refuse a deflated dataset that inflates past `max_inflated` bytes, before pydicom
+    inflates it whole (a 1 MiB zlib stream of zeros becomes 1 GiB): the body is inflated
+    a MiB at a time, counted and dropped."""
+    fp = BytesIO(data)
+    try:
+        read_preamble(fp, False)
+        meta = _read_file_meta_info(fp)
+    except Exception as exc:  # pydicom raises many kinds on bad input
+        raise InvalidDocument(f"DICOM file meta does not parse: {exc}") from exc
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending, total = data[fp.tell() :], 0
+    try:
+        while chunk := inflater.decompress(pending, 1 << 20):
+            total += len(chunk)
+            if total > max_inflated:
+                raise DocumentTooLarge(f"deflated DICOM inflates to over {max_inflated} bytes")
+            pending = inflater.unconsumed_tail
+    except zlib.error as exc:
+        raise InvalidDocument(f"deflated DICOM does not inflate: {exc}") from exc
+
+
+def read_dataset(
+    data: bytes, *, max_pixels: int, max_inflated: int = MAX_INFLATED_BYTES
+) -> Dataset:
     """Parse a DICOM Part 10 file, check its pixel bounds and decode its pixels once."""
     if len(data) < 132 or data[128:132] != b"DICM":
         raise InvalidDocument("not a DICOM Part 10 file (no DICM preamble)")
+    check_inflation(data, max_inflated)
     try:
         ds = pydicom.dcmread(BytesIO(data))
     except (InvalidDicomError, Exception) as exc:  # pydicom raises many kinds on bad input
@@ -189,5 +223,6 @@ def series_order(datasets: Sequence[Dataset]) -> list[int]:
     keys = [position_key(ds) for ds in datasets]
     if all(k is not None for k in keys) and len(set(keys)) == len(keys):
         return sorted(range(len(datasets)), key=lambda i: keys[i] or 0.0)
-    return sorted(range(len(datasets)),
-                  key=lambda i: int(datasets[i].get("InstanceNumber", 0) or 0))
+    return sorted(
+        range(len(datasets)), key=lambda i: int(datasets[i].get("InstanceNumber", 0) or 0)
+    )

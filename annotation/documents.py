@@ -47,8 +47,9 @@ class DocumentInfo:
         """The JSON view sent to clients (no storage paths)."""
         data = asdict(self)
         data["calibrated"] = self.calibrated
-        data["sop_uids"] = [f.get("sop_uid") for f in self.frame_index] if self.kind == "dicom" \
-            else None
+        data["sop_uids"] = (
+            [f.get("sop_uid") for f in self.frame_index] if self.kind == "dicom" else None
+        )
         data["frame_sizes"] = [[f["width"], f["height"]] for f in self.frame_index]
         del data["frame_index"]
         return data
@@ -70,22 +71,35 @@ class DocumentRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def add(self, room: str, ingested: IngestedDocument, identity: str,
-                  name: str) -> DocumentInfo:
+    async def add(
+        self, room: str, ingested: IngestedDocument, identity: str, name: str
+    ) -> DocumentInfo:
         """Record who uploaded what into which room."""
         info = DocumentInfo(
-            id=uuid.uuid4().hex, room=room, name=ingested.name[:256], kind=ingested.kind,
-            mime=ingested.mime, sha256=ingested.sha256, size=ingested.size,
-            frames=ingested.frames, width=ingested.width, height=ingested.height,
-            modality=ingested.modality, pixel_spacing=ingested.pixel_spacing,
-            spacing_source=ingested.spacing_source, series_uid=ingested.series_uid,
-            frame_index=ingested.frame_index, uploaded_by=identity, uploaded_by_name=name,
+            id=uuid.uuid4().hex,
+            room=room,
+            name=ingested.name[:256],
+            kind=ingested.kind,
+            mime=ingested.mime,
+            sha256=ingested.sha256,
+            size=ingested.size,
+            frames=ingested.frames,
+            width=ingested.width,
+            height=ingested.height,
+            modality=ingested.modality,
+            pixel_spacing=ingested.pixel_spacing,
+            spacing_source=ingested.spacing_source,
+            series_uid=ingested.series_uid,
+            frame_index=ingested.frame_index,
+            uploaded_by=identity,
+            uploaded_by_name=name,
             uploaded_at=time.time(),
         )
         async with self.engine.begin() as conn:
             await conn.execute(insert(documents).values(**asdict(info)))
-            await conn.execute(insert(document_files), _file_rows(info.id, info.sha256,
-                                                                  info.frame_index))
+            await conn.execute(
+                insert(document_files), _file_rows(info.id, info.sha256, info.frame_index)
+            )
         return info
 
     async def get(self, doc_id: str, room: str | None = None) -> DocumentInfo:
@@ -100,15 +114,15 @@ class DocumentRepository:
         """Fill ``document_files`` for documents stored before it existed; how many."""
         missing = (
             select(documents.c.id, documents.c.sha256, documents.c.frame_index)
-            .select_from(documents.outerjoin(document_files,
-                                             document_files.c.doc_id == documents.c.id))
+            .select_from(
+                documents.outerjoin(document_files, document_files.c.doc_id == documents.c.id)
+            )
             .where(document_files.c.doc_id.is_(None))
         )
         async with self.engine.begin() as conn:
             rows = (await conn.execute(missing)).all()
             for doc_id, sha256, frame_index in rows:
-                await conn.execute(insert(document_files),
-                                   _file_rows(doc_id, sha256, frame_index))
+                await conn.execute(insert(document_files), _file_rows(doc_id, sha256, frame_index))
         return len(rows)
 
     async def files_in_use(self, digests: list[str]) -> set[str]:
@@ -116,9 +130,12 @@ class DocumentRepository:
         used: set[str] = set()
         async with self.engine.connect() as conn:
             for i in range(0, len(digests), 500):
-                batch = digests[i:i + 500]
-                rows = await conn.execute(select(document_files.c.sha256).distinct()
-                                          .where(document_files.c.sha256.in_(batch)))
+                batch = digests[i : i + 500]
+                rows = await conn.execute(
+                    select(document_files.c.sha256)
+                    .distinct()
+                    .where(document_files.c.sha256.in_(batch))
+                )
                 used.update(r[0] for r in rows)
         return used
 
@@ -126,6 +143,6 @@ class DocumentRepository:
         """The room's documents, oldest first."""
         async with self.engine.connect() as conn:
             rows = await conn.execute(
-                select(documents).where(documents.c.room == room)
-                .order_by(documents.c.uploaded_at))
+                select(documents).where(documents.c.room == room).order_by(documents.c.uploaded_at)
+            )
         return [_from_row(r) for r in rows]

@@ -55,8 +55,9 @@ class FrameLoader:
             return None
         return dicom.frame_pixels(ds, entry["frame"])
 
-    def render(self, doc: DocumentInfo, index: int,
-               window: dicom.Window | None = None) -> Image.Image:
+    def render(
+        self, doc: DocumentInfo, index: int, window: dicom.Window | None = None
+    ) -> Image.Image:
         """The frame as an RGB image (DICOM grayscale through ``window`` or the default)."""
         entry = self._entry(doc, index)
         if doc.kind != "dicom":

@@ -31,8 +31,12 @@ def length(points: Sequence[Point], spacing: Spacing) -> dict[str, Any]:
     (x0, y0), (x1, y1) = points[0], points[1]
     sx, sy = _scale(spacing)
     value = math.hypot((x1 - x0) * sx, (y1 - y0) * sy)
-    return {"kind": "length", "value": value, "unit": "mm" if spacing else "px",
-            "uncalibrated": spacing is None}
+    return {
+        "kind": "length",
+        "value": value,
+        "unit": "mm" if spacing else "px",
+        "uncalibrated": spacing is None,
+    }
 
 
 def angle(points: Sequence[Point], spacing: Spacing) -> dict[str, Any]:
@@ -73,28 +77,38 @@ def roi_mask(tool: str, points: Sequence[Point], shape: tuple[int, int]) -> np.n
     raise ValueError(f"{tool} is not an ROI tool")
 
 
-def roi(tool: str, points: Sequence[Point], spacing: Spacing,
-        values: np.ndarray | None) -> dict[str, Any]:
+def roi(
+    tool: str, points: Sequence[Point], spacing: Spacing, values: np.ndarray | None
+) -> dict[str, Any]:
     """ROI area (geometric, mm2 or px2) and, given modality values (HU), mean/min/max/std."""
     x0, y0, x1, y1 = _box(points)
     sx, sy = _scale(spacing)
     w, h = (x1 - x0) * sx, (y1 - y0) * sy
     area = math.pi * w * h / 4.0 if tool == "ellipse" else w * h
-    out: dict[str, Any] = {"kind": "roi", "area": area, "unit": "mm2" if spacing else "px2",
-                           "uncalibrated": spacing is None}
+    out: dict[str, Any] = {
+        "kind": "roi",
+        "area": area,
+        "unit": "mm2" if spacing else "px2",
+        "uncalibrated": spacing is None,
+    }
     if values is not None:
         mask = roi_mask(tool, points, values.shape[:2])
         count = int(mask.sum())
         out["pixels"] = count
         if count:
             sel = values[mask]
-            out.update(mean=float(sel.mean()), min=float(sel.min()), max=float(sel.max()),
-                       std=float(sel.std()))
+            out.update(
+                mean=float(sel.mean()),
+                min=float(sel.min()),
+                max=float(sel.max()),
+                std=float(sel.std()),
+            )
     return out
 
 
-def measure(tool: str, points: Sequence[Point], spacing: Spacing,
-            values: np.ndarray | None = None) -> dict[str, Any] | None:
+def measure(
+    tool: str, points: Sequence[Point], spacing: Spacing, values: np.ndarray | None = None
+) -> dict[str, Any] | None:
     """The measurement for an annotation, or None for tools that measure nothing."""
     if tool == "length":
         return length(points, spacing)

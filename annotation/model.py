@@ -11,6 +11,7 @@ Root ``view`` (Y Map): frame, window_center, window_width, preset, zoom, pan_x, 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from typing import Any, Literal
@@ -35,11 +36,24 @@ POINT_COUNTS: dict[str, tuple[int, int]] = {
 }
 
 _PALETTE = (
-    "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
-    "#bfef45", "#469990", "#9a6324", "#800000", "#808000", "#000075", "#ffe119",
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#42d4f4",
+    "#f032e6",
+    "#bfef45",
+    "#469990",
+    "#9a6324",
+    "#800000",
+    "#808000",
+    "#000075",
+    "#ffe119",
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def identity_colour(identity: str) -> str:
     """A stable colour for an identity (the author's colour in every client)."""
     digest = hashlib.sha256(identity.encode()).digest()

@@ -1,12 +1,18 @@
-"""The consult record's documents section: each shared document and the marks drawn on it."""
+"""The consult record's documents section: each shared document and the marks drawn on it,
+and the route that serves a document's original file (the DICOM as uploaded)."""
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
-from rtc_server.records.consult_record import RecordSection, fhir_time, person_ref, stable_uuid
+from aiohttp import web
+
+from kernel.http import error
+from kernel.records.consult_record import RecordSection, fhir_time, person_ref, stable_uuid
 
 from .export import export_json
 from .measure import label
@@ -24,6 +30,61 @@ def _measurement_text(measurement: dict[str, Any] | None) -> str:
         return ""
 
 
+def _originals(room: str, info: Any) -> list[dict[str, Any]]:
+    """The uploaded file(s): one per stored DICOM file of a series, else the one upload."""
+    url = f"/api/rooms/{room}/documents/{info.id}/original"
+    if info.kind != "dicom":
+        return [{"contentType": info.mime, "url": url, "size": info.size, "title": info.name}]
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(info.frame_index):
+        if entry["blob"] in seen:
+            continue
+        seen.add(entry["blob"])
+        title = info.name if len(info.frame_index) == 1 else f"{info.name} [{index}]"
+        attachment = {"contentType": info.mime, "url": f"{url}?frame={index}", "title": title}
+        if entry["blob"] == info.sha256:
+            attachment["size"] = info.size
+        out.append(attachment)
+    return out
+
+
+Authenticate = Callable[[str, str], tuple[str, str, Callable[[str], bool]]]
+
+
+def add_original_route(
+    app: web.Application,
+    service: AnnotationService,
+    wrap: Callable[[Callable[..., Any]], Callable[[web.Request], Any]],
+) -> None:
+    """GET /api/rooms/{room}/documents/{doc_id}/original[?frame=N]: the file as uploaded (for
+    a DICOM series, the file holding frame N). A current member's join token or the admin key,
+    checked by ``wrap`` (the document routes' own access check)."""
+
+    async def original(request: web.Request, room: str, _who: object) -> web.StreamResponse:
+        info = await service.repo.get(request.match_info["doc_id"], room)
+        digest = info.sha256
+        if info.kind == "dicom" and "frame" in request.query:
+            try:
+                digest = info.frame_index[int(request.query["frame"])]["blob"]
+            except (ValueError, IndexError):
+                return error(400, "invalid_payload", "frame out of range")
+        path = service.blobs.path(digest)
+        if not path.is_file():
+            return error(404, "not_found", "The stored file is gone.")
+        suffix = ".dcm" if info.kind == "dicom" else ""
+        name = info.name if info.name.endswith(suffix) else info.name + suffix
+        return web.FileResponse(
+            path,
+            headers={
+                "Content-Type": info.mime,
+                "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
+            },
+        )
+
+    app.router.add_get("/api/rooms/{room}/documents/{doc_id}/original", wrap(original))
+
+
 async def record_section(
     service: AnnotationService, room: str, encounter_url: str
 ) -> RecordSection:
@@ -32,16 +93,7 @@ async def record_section(
     for info in await service.repo.list_room(room):
         _info, annotations, invalid, view = await service.state(info.id, room)
         snapshot = json.dumps(export_json(info, annotations, invalid, view), default=str).encode()
-        content: list[dict[str, Any]] = [
-            {
-                "attachment": {
-                    "contentType": info.mime,
-                    "url": f"/api/rooms/{room}/documents/{info.id}",
-                    "size": info.size,
-                    "title": info.name,
-                }
-            }
-        ]
+        content = [{"attachment": a} for a in _originals(room, info)]
         annotated = {
             "contentType": "application/json",
             "url": f"/api/rooms/{room}/documents/{info.id}/export.json",

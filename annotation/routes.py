@@ -1,32 +1,39 @@
 """HTTP routes: upload, list, rendered frames, exports.
 
-Auth: ``Authorization: Bearer <join token>`` of the same room.
+Auth: ``Authorization: Bearer <join token>`` of the same room, whose holder is a current member
+(not waiting, denied, removed or revoked; see kernel.membership.room_member).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from signaling.errors import SignalingError
+from kernel.errors import SignalingError
+from kernel.http import error
 
 from . import dicom
 from .errors import AnnotationError, DocumentTooLarge, InvalidDocument, PermissionDenied
 from .export import export_json, render_png
 from .service import AnnotationService
+from .settings import PacsSettings
 
-#: (room, bearer token) -> (identity, name, grants.has)
-Authenticate = Callable[[str, str], tuple[str, str, Callable[[str], bool]]]
+#: (room, bearer token, write) -> (identity, name, grants.has), or SignalingError
+Authenticate = Callable[[str, str, bool], Awaitable[tuple[str, str, Callable[[str], bool]]]]
+#: refusals about the token itself (401); the rest are about membership (403)
+_TOKEN_CODES = {
+    "token_missing",
+    "token_malformed",
+    "token_expired",
+    "token_invalid",
+    "token_revoked",
+}
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9 ._()-]+")
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
 def _bearer(request: web.Request) -> str:
@@ -45,7 +52,8 @@ def _window(request: web.Request) -> dicom.Window | None:
         if preset not in dicom.WINDOW_PRESETS:
             raise InvalidDocument(
                 f"unknown preset {preset!r}; one of {sorted(dicom.WINDOW_PRESETS)}",
-                code="invalid_payload")
+                code="invalid_payload",
+            )
         return dicom.WINDOW_PRESETS[preset]
     wc, ww = request.query.get("wc"), request.query.get("ww")
     if wc is None and ww is None:
@@ -73,31 +81,40 @@ def _frame(request: web.Request, frames: int) -> int:
 class Routes:
     """aiohttp handlers bound to one service and one authenticate function."""
 
-    def __init__(self, service: AnnotationService, authenticate: Authenticate) -> None:
+    def __init__(
+        self,
+        service: AnnotationService,
+        authenticate: Authenticate,
+        pacs: PacsSettings | None = None,
+    ) -> None:
         self.service = service
         self.authenticate = authenticate
+        self.pacs = pacs  # where send_to_pacs sends, if configured
 
     def add_to(self, app: web.Application) -> None:
         """Register the routes."""
         base = "/api/rooms/{room}/documents"
-        app.router.add_post(base, self._wrap(self.upload))
-        app.router.add_get(base, self._wrap(self.list))
-        app.router.add_get(base + "/{doc_id}", self._wrap(self.get))
-        app.router.add_get(base + "/{doc_id}/frames/{frame}.png", self._wrap(self.frame_png))
-        app.router.add_get(base + "/{doc_id}/export.png", self._wrap(self.export_png))
-        app.router.add_get(base + "/{doc_id}/export.json", self._wrap(self.export_json))
-        app.router.add_get(base + "/{doc_id}/export.gsps.dcm", self._wrap(self.export_gsps))
+        app.router.add_post(base, self.wrap(self.upload))
+        app.router.add_get(base, self.wrap(self.list))
+        app.router.add_get(base + "/{doc_id}", self.wrap(self.get))
+        app.router.add_get(base + "/{doc_id}/frames/{frame}.png", self.wrap(self.frame_png))
+        app.router.add_get(base + "/{doc_id}/export.png", self.wrap(self.export_png))
+        app.router.add_get(base + "/{doc_id}/export.json", self.wrap(self.export_json))
+        app.router.add_get(base + "/{doc_id}/export.gsps.dcm", self.wrap(self.export_gsps))
+        app.router.add_get(base + "/{doc_id}/export.sr.dcm", self.wrap(self.export_sr))
+        app.router.add_post(base + "/{doc_id}/send-to-pacs", self.wrap(self.send_to_pacs))
 
-    def _wrap(self, handler: Callable[..., Any]) -> Callable[[web.Request], Any]:
+    def wrap(self, handler: Callable[..., Any]) -> Callable[[web.Request], Any]:
         async def run(request: web.Request) -> web.StreamResponse:
             room = request.match_info["room"]
             try:
-                who = self.authenticate(room, _bearer(request))
+                write = request.method != "GET"
+                who = await self.authenticate(room, _bearer(request), write)
                 return await handler(request, room, who)
             except SignalingError as exc:
-                return _error(401, exc.code, exc.message)
+                return error(401 if exc.code in _TOKEN_CODES else 403, exc.code, exc.message)
             except AnnotationError as exc:
-                return _error(exc.http_status, exc.code, exc.message)
+                return error(exc.http_status, exc.code, exc.message)
 
         return run
 
@@ -108,7 +125,12 @@ class Routes:
         files: list[tuple[str, bytes]] = []
         total = 0
         if request.content_type.startswith("multipart/"):
-            reader = await request.multipart()
+            try:
+                reader = await request.multipart()
+            except (ValueError, AssertionError, KeyError) as exc:  # e.g. no boundary
+                raise AnnotationError(
+                    f"malformed multipart upload: {exc}", code="invalid_payload"
+                ) from None
             while True:
                 part = await reader.next()
                 if part is None:
@@ -125,8 +147,9 @@ class Routes:
                     if size > limits.max_file_bytes or total > limits.max_total_bytes:
                         raise DocumentTooLarge("upload over the size limit")
                     chunks.append(chunk)
-                files.append((_safe_name(part.filename, f"file-{len(files) + 1}"),
-                              b"".join(chunks)))
+                files.append(
+                    (_safe_name(part.filename, f"file-{len(files) + 1}"), b"".join(chunks))
+                )
         else:
             chunks = []
             while chunk := await request.content.read(1 << 16):
@@ -172,15 +195,17 @@ class Routes:
             return buf.getvalue()
 
         body = await asyncio.to_thread(render)
-        return web.Response(body=body, content_type="image/png",
-                            headers={"Cache-Control": "private, max-age=60"})
+        return web.Response(
+            body=body, content_type="image/png", headers={"Cache-Control": "private, max-age=60"}
+        )
 
     async def export_png(self, request: web.Request, room: str, _who: Any) -> web.Response:
         """GET: the annotated PNG of one frame (?frame=, window as for frames)."""
         import asyncio
 
         info, annotations, _invalid, _view = await self.service.state(
-            request.match_info["doc_id"], room)
+            request.match_info["doc_id"], room
+        )
         index, window = _frame(request, info.frames), _window(request)
 
         def render() -> tuple[bytes, int]:
@@ -188,15 +213,20 @@ class Routes:
             return render_png(base, info, annotations, index)
 
         body, scale = await asyncio.to_thread(render)
-        return web.Response(body=body, content_type="image/png",
-                            headers={"X-Export-Scale": str(scale),
-                                     "Content-Disposition":
-                                         f'attachment; filename="{info.id}-{index}.png"'})
+        return web.Response(
+            body=body,
+            content_type="image/png",
+            headers={
+                "X-Export-Scale": str(scale),
+                "Content-Disposition": f'attachment; filename="{info.id}-{index}.png"',
+            },
+        )
 
     async def export_json(self, request: web.Request, room: str, _who: Any) -> web.Response:
         """GET: metadata, annotations with measurements, and the view state."""
         info, annotations, invalid, view = await self.service.state(
-            request.match_info["doc_id"], room)
+            request.match_info["doc_id"], room
+        )
         body = export_json(info, annotations, invalid, view)
         return web.Response(text=json.dumps(body), content_type="application/json")
 
@@ -207,27 +237,146 @@ class Routes:
         from .gsps import build_gsps
 
         info, annotations, _invalid, view = await self.service.state(
-            request.match_info["doc_id"], room)
+            request.match_info["doc_id"], room
+        )
         if info.kind != "dicom":
-            raise InvalidDocument("a presentation state exists only for DICOM documents",
-                                  code="not_dicom")
-        window = _window(request)
-        if window is None and view.get("window_width"):
-            try:
-                window = dicom.Window(float(view["window_center"]), float(view["window_width"]))
-            except (KeyError, TypeError, ValueError):
-                window = None
+            raise InvalidDocument(
+                "a presentation state exists only for DICOM documents", code="not_dicom"
+            )
+        window = _window(request) or _view_window(view)
 
         def build() -> bytes:
-            blobs: list[str] = []
-            refs: list[tuple[int, int]] = []
-            for entry in info.frame_index:
-                if entry["blob"] not in blobs:
-                    blobs.append(entry["blob"])
-                refs.append((blobs.index(entry["blob"]), int(entry["frame"])))
+            blobs, refs = _series(info.frame_index)
             datasets = [self.service.frames.dataset(b) for b in blobs]
             return build_gsps(datasets, refs, annotations, window)
 
         body = await asyncio.to_thread(build)
-        return web.Response(body=body, content_type="application/dicom", headers={
-            "Content-Disposition": f'attachment; filename="{info.id}-gsps.dcm"'})
+        return web.Response(
+            body=body,
+            content_type="application/dicom",
+            headers={"Content-Disposition": f'attachment; filename="{info.id}-gsps.dcm"'},
+        )
+
+    async def export_sr(self, request: web.Request, room: str, _who: Any) -> web.Response:
+        """GET: a DICOM SR (TID 1500 Measurement Report) of the measurements (DICOM documents).
+
+        It references the presentation state exported with the same window (?preset=, ?wc=&ww=,
+        else the shared view's, else the file's or a computed one).
+        """
+        import asyncio
+
+        from .gsps import presentation_state
+        from .sr import build_sr
+
+        info, annotations, _invalid, view = await self.service.state(
+            request.match_info["doc_id"], room
+        )
+        if info.kind != "dicom":
+            raise InvalidDocument("a DICOM SR exists only for DICOM documents", code="not_dicom")
+        window = _window(request) or _view_window(view)
+
+        def build() -> bytes:
+            blobs, refs = _series(info.frame_index)
+            datasets = [self.service.frames.dataset(b) for b in blobs]
+            pr = presentation_state(datasets, refs, annotations, window)
+            return build_sr(datasets, refs, annotations, pr)
+
+        body = await asyncio.to_thread(build)
+        return web.Response(
+            body=body,
+            content_type="application/dicom",
+            headers={"Content-Disposition": f'attachment; filename="{info.id}-sr.dcm"'},
+        )
+
+    async def send_to_pacs(self, request: web.Request, room: str, who: Any) -> web.Response:
+        """POST: C-STORE the original images, the presentation state and the SR to the PACS.
+
+        Body (optional JSON): ``{"objects": ["original", "gsps", "sr"]}``; without a body all
+        three, the SR only when there is a measurement. Window parameters as for
+        ``export.gsps.dcm``. Needs the ``annotate`` grant.
+        """
+        import asyncio
+
+        from .gsps import encode, presentation_state
+        from .pacs import PacsNotConfigured, PacsTarget, c_store
+        from .sr import NoMeasurements, build_sr
+
+        _identity, _name, has = who
+        if not has("annotate"):
+            raise PermissionDenied("sending to the PACS needs the annotate grant")
+        pacs = self.pacs
+        if pacs is None:
+            raise PacsNotConfigured("no PACS is configured ([pacs] host, port, called_ae)")
+        wanted, explicit = ["original", "gsps", "sr"], False
+        if request.can_read_body:
+            explicit = True
+            try:
+                body = await request.json()
+                wanted = list(body.get("objects", wanted)) if isinstance(body, dict) else []
+            except (ValueError, TypeError):
+                raise InvalidDocument(
+                    'the body must be JSON: {"objects": [...]}', code="invalid_payload"
+                ) from None
+        if not wanted or any(w not in ("original", "gsps", "sr") for w in wanted):
+            raise InvalidDocument(
+                "objects must be a non-empty list of original, gsps, sr", code="invalid_payload"
+            )
+        info, annotations, _invalid, view = await self.service.state(
+            request.match_info["doc_id"], room
+        )
+        if info.kind != "dicom":
+            raise InvalidDocument("only DICOM documents go to a PACS", code="not_dicom")
+        window = _window(request) or _view_window(view)
+        target = PacsTarget(pacs.host, pacs.port, pacs.called_ae, pacs.calling_ae, pacs.timeout_s)
+
+        def send() -> list[Any]:
+            blobs, refs = _series(info.frame_index)
+            datasets = [self.service.frames.dataset(b) for b in blobs]
+            objects: list[tuple[str, Any]] = []
+            if "original" in wanted:
+                objects += [("original", self.service.blobs.get(b)) for b in blobs]
+            pr = presentation_state(datasets, refs, annotations, window)
+            if "gsps" in wanted:
+                objects.append(("gsps", encode(pr)))
+            if "sr" in wanted:
+                try:
+                    objects.append(("sr", build_sr(datasets, refs, annotations, pr)))
+                except NoMeasurements:
+                    if explicit:
+                        raise  # asked for by name: say why there is none
+            return c_store(target, objects)
+
+        stored = await asyncio.to_thread(send)
+        return web.json_response(
+            {
+                "stored": [
+                    {
+                        "object": s.label,
+                        "sop_class_uid": s.sop_class_uid,
+                        "sop_instance_uid": s.sop_instance_uid,
+                        "status": s.status,
+                    }
+                    for s in stored
+                ]
+            }
+        )
+
+
+def _series(frame_index: list[dict[str, Any]]) -> tuple[list[str], list[tuple[int, int]]]:
+    """A DICOM document's stored files in order, and each frame as (file index, frame)."""
+    blobs: list[str] = []
+    refs: list[tuple[int, int]] = []
+    for entry in frame_index:
+        if entry["blob"] not in blobs:
+            blobs.append(entry["blob"])
+        refs.append((blobs.index(entry["blob"]), int(entry["frame"])))
+    return blobs, refs
+
+
+def _view_window(view: dict[str, Any]) -> dicom.Window | None:
+    """The shared view's window, if it has a valid one."""
+    try:
+        width = float(view["window_width"])
+        return dicom.Window(float(view["window_center"]), width) if width >= 1.0 else None
+    except (KeyError, TypeError, ValueError):
+        return None

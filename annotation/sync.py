@@ -11,6 +11,7 @@ change the document raises ``PermissionDenied``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,16 +98,36 @@ class SyncOutcome:
     """What one incoming message produced."""
 
     replies: list[bytes] = field(default_factory=list)  # to the caller, in order
-    broadcast: bytes | None = None  # update message for the other peers of the document
-    update: bytes | None = None  # the effective update (caller's + server fix-ups) to persist
+    #: the doc's updates it caused, in order (the caller's, then the server's fix-ups): the
+    #: service merges them with the other changes of its broadcast and its log batch, so the
+    #: merge is paid once per batch rather than once per message
+    parts: list[bytes] = field(default_factory=list)
+
+    @property
+    def update(self) -> bytes | None:
+        """The effective update (caller's + server fix-ups) as one update."""
+        if not self.parts:
+            return None
+        return self.parts[0] if len(self.parts) == 1 else merge_updates(*self.parts)
+
+    @property
+    def broadcast(self) -> bytes | None:
+        """The update message for the other peers of the document."""
+        update = self.update
+        return None if update is None else update_message(update)
 
 
 class SyncEngine:
     """y-protocols sync for one in-memory pycrdt ``Doc``."""
 
-    def __init__(self, doc: Doc, *, max_message_bytes: int = 1 << 20,
-                 max_doc_bytes: int = 64 << 20,
-                 after_change: AfterChange | None = None) -> None:
+    def __init__(
+        self,
+        doc: Doc,
+        *,
+        max_message_bytes: int = 1 << 20,
+        max_doc_bytes: int = 64 << 20,
+        after_change: AfterChange | None = None,
+    ) -> None:
         self.doc = doc
         self.max_message_bytes = max_message_bytes
         self.max_doc_bytes = max_doc_bytes
@@ -128,37 +149,38 @@ class SyncEngine:
         """Process one sync message from a caller (``origin`` is handed to ``after_change``)."""
         if len(message) > self.max_message_bytes:
             raise MessageTooLarge(
-                f"sync message of {len(message)} bytes, over {self.max_message_bytes}")
+                f"sync message of {len(message)} bytes, over {self.max_message_bytes}"
+            )
         sync_type, payload = parse_sync_message(message)
         if sync_type == YSyncMessageType.SYNC_STEP1:
             try:
                 missing = self.doc.get_update(payload)
             except Exception as exc:
                 raise MalformedMessage(f"bad state vector: {exc}") from exc
-            return SyncOutcome(replies=[
-                sync_message(YSyncMessageType.SYNC_STEP2, missing), step1(self.doc)])
+            return SyncOutcome(
+                replies=[sync_message(YSyncMessageType.SYNC_STEP2, missing), step1(self.doc)]
+            )
         if payload == EMPTY_UPDATE:
             return SyncOutcome()
         if not can_write:
             if self._would_change(payload):
                 raise PermissionDenied("this role may not change the document (no annotate grant)")
-            return SyncOutcome()
+            return SyncOutcome()  # e.g. a viewer's step 2 holding nothing new
         if self.doc_bytes + len(payload) > self.max_doc_bytes:
             self.doc_bytes = len(self.doc.get_update())  # the bound drifts up: measure once
             if self.doc_bytes + len(payload) > self.max_doc_bytes:
                 raise DocumentFull(f"the document is over {self.max_doc_bytes} bytes")
         self._captured.clear()
         self._apply(payload)
-        caller_part = list(self._captured)
-        if caller_part and self.after_change is not None:
+        caller_parts = len(self._captured)
+        if caller_parts and self.after_change is not None:
             self.after_change(self.doc, origin)
         captured, self._captured = self._captured, []
         if not captured:
             return SyncOutcome()
-        update = captured[0] if len(captured) == 1 else merge_updates(*captured)
-        self.doc_bytes += len(update)
-        outcome = SyncOutcome(broadcast=update_message(update), update=update)
-        fixups = captured[len(caller_part):]
+        self.doc_bytes += sum(len(part) for part in captured)
+        outcome = SyncOutcome(parts=captured)
+        fixups = captured[caller_parts:]
         if fixups:
             fix = fixups[0] if len(fixups) == 1 else merge_updates(*fixups)
             outcome.replies.append(update_message(fix))
@@ -174,38 +196,55 @@ class SyncEngine:
             raise MalformedMessage(f"update does not decode: {exc}") from exc
 
     def _would_change(self, update: bytes) -> bool:
-        """Whether applying ``update`` would change the doc.
+        """Whether ``update`` may change the doc, decided without copying it.
 
-        Fast path: no struct the doc lacks and every deletion already in the doc's delete set
-        (merging it into the doc's delete-set-only update changes nothing). Otherwise the update
-        is tried on a throw-away copy (O(document), rare: read-only clients send no changes).
+        No change: no struct the doc lacks and every deletion already in the doc's delete set
+        (merging it into the doc's delete-set-only update changes nothing). Anything else from
+        a read-only caller is refused as a change: a viewer's own step 2 holds nothing new, and
+        trying the update on a copy of the document cost O(document) per refusal.
         """
         try:
             state = self.doc.get_state()
             deletes_only = self.doc.get_update(state)
             unseen = get_update(update, state)
-            if merge_updates(deletes_only, unseen) == deletes_only:
-                return False
+            return merge_updates(deletes_only, unseen) != deletes_only
         except BaseException as exc:  # pyo3 panics derive from BaseException
             if _is_fatal(exc):
                 raise
             raise MalformedMessage(f"update does not decode: {exc}") from exc
-        probe = Doc()
-        probe.apply_update(self.doc.get_update())
-        changes: list[bytes] = []
-        sub = probe.observe(lambda e: changes.append(e.update))
-        try:
-            probe.apply_update(update)
-        except BaseException as exc:
-            if _is_fatal(exc):
-                raise
-            raise MalformedMessage(f"update does not decode: {exc}") from exc
-        finally:
-            probe.unobserve(sub)
-        return any(c != EMPTY_UPDATE for c in changes)
 
     def apply_server_update(self, update: bytes) -> None:
         """Load persisted state (snapshot or logged update) without capturing it."""
         self.doc.apply_update(update)
         self.doc_bytes += len(update)
         self._captured.clear()
+
+
+class RefusalLimiter:
+    """Refused changes per connection: `burst` in `window_s`, then every sync message that
+    could change the document is refused without looking at it until the window ends."""
+
+    def __init__(self, burst: int = 5, window_s: float = 10.0) -> None:
+        self.burst = burst
+        self.window_s = window_s
+        self._seen: dict[str, tuple[float, int]] = {}  # key -> (window start, refusals)
+
+    def blocked(self, key: str) -> bool:
+        """Whether `key` used up its refusals in the current window."""
+        start, count = self._seen.get(key, (0.0, 0))
+        if time.monotonic() - start >= self.window_s:
+            self._seen.pop(key, None)
+            return False
+        return count >= self.burst
+
+    def note(self, key: str) -> None:
+        """Count one refusal of `key`."""
+        now = time.monotonic()
+        start, count = self._seen.get(key, (now, 0))
+        if now - start >= self.window_s:
+            start, count = now, 0
+        self._seen[key] = (start, count + 1)
+
+    def forget(self, key: str) -> None:
+        """Drop what is kept for `key` (its connection left)."""
+        self._seen.pop(key, None)

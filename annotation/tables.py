@@ -15,7 +15,7 @@ from sqlalchemy import (
     Table,
 )
 
-from rtc_server.records.tables import metadata
+from kernel.records.tables import metadata
 
 _BigId = BigInteger().with_variant(Integer, "sqlite")
 

@@ -95,19 +95,28 @@ def _check_image(data: bytes, expected: str, limits: UploadLimits) -> Image.Imag
     return img
 
 
-def _ingest_image(name: str, data: bytes, kind: Sniffed, store: BlobStore,
-                  limits: UploadLimits) -> IngestedDocument:
+def _ingest_image(
+    name: str, data: bytes, kind: Sniffed, store: BlobStore, limits: UploadLimits
+) -> IngestedDocument:
     img = _check_image(data, kind, limits)
     sha = store.put(data)
     return IngestedDocument(
-        name=name, kind="image", mime=f"image/{kind}", sha256=sha, size=len(data), frames=1,
-        width=img.size[0], height=img.size[1],
+        name=name,
+        kind="image",
+        mime=f"image/{kind}",
+        sha256=sha,
+        size=len(data),
+        frames=1,
+        width=img.size[0],
+        height=img.size[1],
         frame_index=[{"blob": sha, "frame": 0, "width": img.size[0], "height": img.size[1]}],
     )
 
 
-def _ingest_pdf(name: str, data: bytes, store: BlobStore,
-                limits: UploadLimits) -> IngestedDocument:
+def _ingest_pdf(name: str, data: bytes, store: BlobStore, limits: UploadLimits) -> IngestedDocument:
+    """Render every page to PNG. pdfium is not thread-safe, so its calls hold the shared lock,
+    but one page at a time, and the PNG encoding (most of the work) runs outside it: a large
+    PDF never keeps other uploads waiting for more than one page's rendering."""
     import pypdfium2 as pdfium
 
     with _PDFIUM_LOCK:
@@ -115,44 +124,56 @@ def _ingest_pdf(name: str, data: bytes, store: BlobStore,
             pdf = pdfium.PdfDocument(data)
         except Exception as exc:
             raise InvalidDocument(f"PDF does not open: {exc}") from exc
-        try:
-            pages = len(pdf)
-            if pages <= 0:
-                raise InvalidDocument("PDF has no pages")
-            if pages > limits.max_pdf_pages:
-                raise DocumentTooLarge(f"PDF has {pages} pages, over {limits.max_pdf_pages}")
-            rendered: list[bytes] = []
-            sizes: list[tuple[int, int]] = []
-            for i in range(pages):
+        pages = len(pdf)
+    try:
+        if pages <= 0:
+            raise InvalidDocument("PDF has no pages")
+        if pages > limits.max_pdf_pages:
+            raise DocumentTooLarge(f"PDF has {pages} pages, over {limits.max_pdf_pages}")
+        rendered: list[bytes] = []
+        sizes: list[tuple[int, int]] = []
+        for i in range(pages):
+            with _PDFIUM_LOCK:
                 page = pdf[i]
                 w_pt, h_pt = page.get_size()
                 scale = limits.pdf_dpi / 72.0
                 if w_pt * h_pt * scale * scale > limits.max_pixels:
                     scale = (limits.max_pixels / max(w_pt * h_pt, 1.0)) ** 0.5
                 bitmap = page.render(scale=scale)
-                img = bitmap.to_pil().convert("RGB")
-                out = BytesIO()
-                img.save(out, format="PNG")
-                rendered.append(out.getvalue())
-                sizes.append(img.size)
-        except (InvalidDocument, DocumentTooLarge):
-            raise
-        except Exception as exc:
-            raise InvalidDocument(f"PDF does not render: {exc}") from exc
-        finally:
+                img = bitmap.to_pil().convert("RGB")  # a copy: the bitmap is pdfium's
+                bitmap.close()
+                page.close()
+            out = BytesIO()
+            img.save(out, format="PNG")
+            rendered.append(out.getvalue())
+            sizes.append(img.size)
+    except (InvalidDocument, DocumentTooLarge):
+        raise
+    except Exception as exc:
+        raise InvalidDocument(f"PDF does not render: {exc}") from exc
+    finally:
+        with _PDFIUM_LOCK:
             pdf.close()
     sha = store.put(data)
     index = []
     for i, (png, (w, h)) in enumerate(zip(rendered, sizes, strict=True)):
         index.append({"blob": store.put(png), "frame": 0, "page": i, "width": w, "height": h})
     return IngestedDocument(
-        name=name, kind="pdf", mime="application/pdf", sha256=sha, size=len(data),
-        frames=pages, width=sizes[0][0], height=sizes[0][1], frame_index=index,
+        name=name,
+        kind="pdf",
+        mime="application/pdf",
+        sha256=sha,
+        size=len(data),
+        frames=pages,
+        width=sizes[0][0],
+        height=sizes[0][1],
+        frame_index=index,
     )
 
 
-def _ingest_dicom(files: list[tuple[str, bytes]], store: BlobStore,
-                  limits: UploadLimits) -> IngestedDocument:
+def _ingest_dicom(
+    files: list[tuple[str, bytes]], store: BlobStore, limits: UploadLimits
+) -> IngestedDocument:
     datasets = []
     budget = limits.max_total_pixels
     for fname, data in files:
@@ -166,8 +187,7 @@ def _ingest_dicom(files: list[tuple[str, bytes]], store: BlobStore,
     series = {str(ds.get("SeriesInstanceUID", "")) for ds in datasets}
     if len(datasets) > 1 and len(series) != 1:
         raise InvalidDocument("files of one upload must belong to one DICOM series")
-    shapes = {(int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1)))
-              for ds in datasets}
+    shapes = {(int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1))) for ds in datasets}
     if len(shapes) != 1:
         raise InvalidDocument("all images of a series must have the same size")
     order = dicom.series_order(datasets)
@@ -176,25 +196,41 @@ def _ingest_dicom(files: list[tuple[str, bytes]], store: BlobStore,
     for i in order:
         ds = datasets[i]
         for f in range(dicom.frame_count(ds)):
-            index.append({
-                "blob": digests[i], "frame": f, "sop_uid": str(ds.get("SOPInstanceUID", "")),
-                "width": int(ds.Columns), "height": int(ds.Rows),
-            })
+            index.append(
+                {
+                    "blob": digests[i],
+                    "frame": f,
+                    "sop_uid": str(ds.get("SOPInstanceUID", "")),
+                    "width": int(ds.Columns),
+                    "height": int(ds.Rows),
+                }
+            )
     spacing, source = dicom.pixel_spacing(first)
-    name = files[0][0] if len(files) == 1 else str(
-        first.get("SeriesDescription") or f"series of {len(files)} files")
+    name = (
+        files[0][0]
+        if len(files) == 1
+        else str(first.get("SeriesDescription") or f"series of {len(files)} files")
+    )
     return IngestedDocument(
-        name=name, kind="dicom", mime="application/dicom", sha256=digests[order[0]],
-        size=sum(len(d) for _, d in files), frames=len(index),
-        width=int(first.Columns), height=int(first.Rows), frame_index=index,
+        name=name,
+        kind="dicom",
+        mime="application/dicom",
+        sha256=digests[order[0]],
+        size=sum(len(d) for _, d in files),
+        frames=len(index),
+        width=int(first.Columns),
+        height=int(first.Rows),
+        frame_index=index,
         modality=str(first.get("Modality", "")) or None,
-        pixel_spacing=list(spacing) if spacing else None, spacing_source=source,
+        pixel_spacing=list(spacing) if spacing else None,
+        spacing_source=source,
         series_uid=str(first.get("SeriesInstanceUID", "")) or None,
     )
 
 
-def ingest(files: list[tuple[str, bytes]], store: BlobStore,
-           limits: UploadLimits | None = None) -> IngestedDocument:
+def ingest(
+    files: list[tuple[str, bytes]], store: BlobStore, limits: UploadLimits | None = None
+) -> IngestedDocument:
     """Validate one upload (one file, or several DICOM files of one series) and store it.
 
     Blocking and CPU-bound: call it in a worker thread.

@@ -7,12 +7,16 @@ all processes share.
 Phases:
   1. throughput: every client draws length marks as fast as acks allow (a window of
      outstanding updates per client); ops/s = marks / time until every client has every mark;
+     the server's and the client processes' CPU per mark; server_capacity_ops_s = marks a
+     second one core of server CPU would carry at that cost (here the Python clients, which
+     apply every mark, share the machine with the server; a room's real clients do not);
   2. fan-out: clients draw at a fixed total rate; latency from a mark's local write to its
      arrival in each other client's doc (p50/p99);
   3. late join: the document is topped up to --doc-ops marks, then a new client opens it;
      time from `doc:open` to holding the whole document.
 
     python bench/annotation.py [--quick] [--clients N] [--ops N] [--rate R] [--doc-ops N]
+    python bench/annotation.py --micro [--quick]   # the server's sync path in-process
 
 The last line printed is one JSON object with the results.
 """
@@ -73,7 +77,7 @@ async def worker_main(
     """One client process: its clients draw; fan-out is timed on the shared monotonic clock."""
     from annotation.client import AnnotationClient, ClientDoc
     from annotation.model import annotations_map
-    from signaling.tokens import mint_token
+    from kernel.tokens import mint_token
 
     wait_s = opts["wait_s"]
 
@@ -92,12 +96,9 @@ async def worker_main(
     maps = [annotations_map(d.doc) for d in docs]
     fanout: list[float] = []
     own: list[set[str]] = [set() for _ in docs]
-    recording = {"on": False}
 
     def observer(j: int) -> Any:
         def on_change(event: Any) -> None:
-            if not recording["on"]:
-                return
             now = time.perf_counter()
             for key, change in event.keys.items():
                 if change.get("action") != "add" or key in own[j]:
@@ -107,8 +108,6 @@ async def worker_main(
                     fanout.append((now - sent) * 1000.0)
 
         return on_change
-
-    subs = [m.observe(observer(j)) for j, m in enumerate(maps)]
 
     def draw(j: int, k: int) -> None:
         x, y = float(k % 100), float((k // 100) % 100)
@@ -148,7 +147,9 @@ async def worker_main(
     out.put(("phase1", time.perf_counter()))
 
     await gate("go2")
-    recording["on"] = True
+    # observed in phase 2 only: pycrdt builds every event's Python values before the callback
+    # runs, which in phase 1 cost the clients about 7 % of their CPU for nothing
+    subs = [m.observe(observer(j)) for j, m in enumerate(maps)]
     interval = opts["clients"] / opts["rate"]
     await asyncio.gather(
         *(
@@ -157,7 +158,8 @@ async def worker_main(
         )
     )
     await all_have(opts["phase2_total"])
-    recording["on"] = False
+    for m, sub in zip(maps, subs, strict=True):
+        m.unobserve(sub)
     out.put(("phase2", fanout))
 
     await gate("go3")
@@ -172,8 +174,6 @@ async def worker_main(
     errors = sum(len(d.errors) for d in docs) + sum(len(c.errors) for c in clients)
     out.put(("digests", (digests, errors)))
     await gate("close")
-    for m, sub in zip(maps, subs, strict=True):
-        m.unobserve(sub)
     await asyncio.gather(*(c.close() for c in clients))
 
 
@@ -199,7 +199,7 @@ def collect(queue: Any, kind: str, n: int, timeout: float) -> list[Any]:
 
 
 def run(url: str, secret: str, opts: argparse.Namespace, server_pid: int) -> dict[str, Any]:
-    from signaling.tokens import mint_token
+    from kernel.tokens import mint_token
 
     def token(identity: str, role: str = "clinician") -> str:
         return mint_token(secret, room=ROOM, identity=identity, role=role, ttl_s=3600)
@@ -240,11 +240,13 @@ def run(url: str, secret: str, opts: argparse.Namespace, server_pid: int) -> dic
         collect(queue, "ready", workers, wait)
         log(f"{opts.clients} clients in {workers} processes opened the document")
         cpu0 = proc_cpu_s(server_pid)
+        clients_cpu0 = sum(proc_cpu_s(p.pid) for p in procs if p.pid is not None)
         t0 = time.perf_counter()
         ctl["go1"].set()
         ends = collect(queue, "phase1", workers, wait)
         elapsed = max(ends) - t0
         server_cpu_s = proc_cpu_s(server_pid) - cpu0
+        clients_cpu_s = sum(proc_cpu_s(p.pid) for p in procs if p.pid is not None) - clients_cpu0
         log(f"phase 1: {phase1_total} ops in {elapsed:.2f} s")
         t1 = time.perf_counter()
         ctl["go2"].set()
@@ -278,6 +280,8 @@ def run(url: str, secret: str, opts: argparse.Namespace, server_pid: int) -> dic
         "ops_per_s": round(phase1_total / elapsed, 1),
         "server_cpu_pct": round(100.0 * server_cpu_s / elapsed, 1),
         "server_cpu_ms_per_op": round(1000.0 * server_cpu_s / phase1_total, 3),
+        "client_cpu_ms_per_op": round(1000.0 * clients_cpu_s / phase1_total, 3),
+        "server_capacity_ops_s": round(phase1_total / server_cpu_s) if server_cpu_s else None,
         "converged": digests == {late_digest},
         "fanout_rate_ops_s": round(opts.clients * paced_each / paced_elapsed, 1),
         "fanout_samples": len(fanout),
@@ -309,6 +313,146 @@ async def late_join(url: str, token: str, doc_id: str, expected: int) -> tuple[f
         await late.close()
 
 
+def micro(marks: int) -> dict[str, Any]:
+    """In-process CPU of the server's sync path per change (`process_time`, best of 3):
+    length marks from 10 clients that see each other's marks, a freehand stroke growing point
+    by point, and the update log (10 updates every 2 ms, the driver thread included)."""
+    import tempfile
+    import uuid
+
+    from pycrdt import Map
+
+    from annotation.fixups import Author, ServerFixups
+    from annotation.model import annotations_map, identity_colour, new_doc
+    from annotation.persistence import UpdateLog
+    from annotation.sync import SyncEngine, update_message
+    from annotation.tables import documents
+    from rtc_server.migrations import open_store
+
+    def mark(key: str, k: int, j: int, tool: str = "length") -> Map:
+        x, y, now = float(k % 100), float((k // 100) % 100), time.time()
+        return Map(
+            {
+                "id": key,
+                "author": f"dr-{j}",
+                "author_name": f"dr-{j}",
+                "colour": identity_colour(f"dr-{j}"),
+                "tool": tool,
+                "points": [[x, y], [x + 10.0, y + 5.0]],
+                "frame": 0,
+                "sop_uid": None,
+                "text": f"t={k}",
+                "created": now,
+                "updated": now,
+            }
+        )
+
+    def capture(doc: Any, change: Any) -> list[bytes]:
+        got: list[bytes] = []
+        sub = doc.observe(lambda e: got.append(e.update))
+        change()
+        doc.unobserve(sub)
+        return got
+
+    clients = [new_doc() for _ in range(10)]
+    lengths: list[tuple[int, bytes]] = []
+    for k in range(marks):
+        j = k % len(clients)
+        key = uuid.uuid4().hex
+        for update in capture(
+            clients[j],
+            lambda j=j, k=k, key=key: annotations_map(clients[j]).__setitem__(key, mark(key, k, j)),
+        ):
+            lengths.append((j, update))
+            for other in clients:
+                if other is not clients[j]:
+                    other.apply_update(update)
+    stroke_doc = new_doc()
+    strokes: list[tuple[int, bytes]] = []
+    for k in range(max(1, marks // 200)):
+        key = uuid.uuid4().hex
+        strokes += [
+            (0, u)
+            for u in capture(
+                stroke_doc,
+                lambda key=key, k=k: annotations_map(stroke_doc).__setitem__(
+                    key, mark(key, k, 0, "freehand")
+                ),
+            )
+        ]
+        points = [[0.0, 0.0], [1.0, 1.0]]
+        for n in range(2, 200):
+            points = [*points, [float(n), float(n % 7)]]
+            strokes += [
+                (0, u)
+                for u in capture(
+                    stroke_doc,
+                    lambda key=key, p=points: annotations_map(stroke_doc)[key].__setitem__(
+                        "points", p
+                    ),
+                )
+            ]
+
+    def handle_us(updates: list[tuple[int, bytes]]) -> float:
+        best = float("inf")
+        authors = [Author(f"dr-{j}", f"dr-{j}") for j in range(len(clients))]
+        messages = [(j, update_message(u)) for j, u in updates]
+        for _ in range(3):
+            doc = new_doc()
+            engine = SyncEngine(doc, after_change=ServerFixups(doc, (0.5, 0.5), None, "HU"))
+            t0 = time.process_time()
+            for j, m in messages:
+                engine.handle(m, can_write=True, origin=authors[j])
+            best = min(best, time.process_time() - t0)
+        return round(1e6 * best / len(messages), 1)
+
+    async def log_us() -> float:
+        best = float("inf")
+        for _ in range(3):
+            with tempfile.TemporaryDirectory() as tmp:
+                store = open_store(f"sqlite+aiosqlite:///{Path(tmp) / 'r.db'}")
+                await store.start()
+                async with store.engine.begin() as conn:
+                    await conn.execute(
+                        documents.insert().values(
+                            id="d" * 32,
+                            room="r",
+                            name="n",
+                            kind="image",
+                            mime="image/png",
+                            sha256="0" * 64,
+                            size=1,
+                            frames=1,
+                            width=1,
+                            height=1,
+                            frame_index=[],
+                            uploaded_by="u",
+                            uploaded_by_name="U",
+                            uploaded_at=time.time(),
+                        )
+                    )
+                log = UpdateLog(store)
+                t0 = time.process_time()
+                futures = []
+                for i, (j, update) in enumerate(lengths):
+                    futures.append(log.append("d" * 32, update, f"dr-{j}"))
+                    if i % 10 == 9:
+                        await asyncio.sleep(0.002)
+                await asyncio.wait_for(asyncio.gather(*futures), 60)
+                best = min(best, time.process_time() - t0)
+                await store.close()
+        return round(1e6 * best / len(lengths), 1)
+
+    return {
+        "bench": "annotation_micro",
+        "marks": marks,
+        "handle_us_per_length_mark": handle_us(lengths),
+        "handle_us_per_freehand_update": handle_us(strokes),
+        "update_log_us_per_update": asyncio.run(log_us()),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small run (a few seconds)")
@@ -320,7 +464,15 @@ def main() -> None:
     parser.add_argument("--doc-ops", type=int, default=10_000, help="document size, phase 3")
     parser.add_argument("--wait-s", type=float, default=120.0, help="bound on every wait")
     parser.add_argument("--workers", type=int, default=4, help="client processes")
+    parser.add_argument(
+        "--micro",
+        action="store_true",
+        help="in-process CPU of the server's sync path and update log only",
+    )
     opts = parser.parse_args()
+    if opts.micro:
+        print(json.dumps(micro(1_000 if opts.quick else 3_000)))
+        return
     if opts.quick:
         opts.clients, opts.ops, opts.fanout_s, opts.doc_ops = 4, 100, 2.0, 2_000
         opts.rate, opts.workers = 200.0, 2

@@ -59,12 +59,21 @@ def serve(
     start_timeout_s: float = 60.0,
     profile: str | None = None,
     prefix: str = "tc-bench-",
+    nice: int = 0,
 ) -> Iterator[ServerProcess]:
     """Run the server in its own process on a free port with a fresh data dir; stop it after.
 
     ``profile``: a path to write a cProfile of the server to (it is stopped with SIGINT so
-    that the profile gets written).
+    that the profile gets written). ``nice``: the server's niceness (negative needs root;
+    ignored without it), as bench/sfu.py does: on a shared machine the clients stand in for
+    remote devices, and what is measured is the server, not the run queue.
     """
+
+    def renice() -> None:
+        if nice:
+            with contextlib.suppress(PermissionError):
+                os.nice(nice)
+
     from rtc_server.config import load_settings, prepare_data_dir, signing_secret
 
     data_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("BENCH_TMP")))
@@ -85,6 +94,7 @@ def serve(
         cwd=ROOT,
         env={**os.environ, "TELECONSULT_LOG_LEVEL": "warning", **(env or {})},
         stdout=subprocess.DEVNULL,
+        preexec_fn=renice if nice else None,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -137,8 +137,7 @@ async def connect_routed(url: str, token: str, hops: int = 3) -> Any:
             _r["data"] = data
 
         try:
-            await sio.connect(url, auth={"token": token}, transports=["websocket"],
-                              wait_timeout=15)
+            await sio.connect(url, auth={"token": token}, transports=["websocket"], wait_timeout=15)
             sio.bench_url = url  # type: ignore[attr-defined]
             return sio
         except socketio.exceptions.ConnectionError as exc:
@@ -154,22 +153,29 @@ async def connect_routed(url: str, token: str, hops: int = 3) -> Any:
 # --- capacity -------------------------------------------------------------------------------
 
 
-def load_generator(url: str, secret: str, rooms: list[str], rate: float, warmup: float,
-                   window: float, out: Any) -> None:
+def load_generator(
+    url: str, secret: str, rooms: list[str], rate: float, warmup: float, window: float, out: Any
+) -> None:
     """Process body: join the rooms, then send chat at `rate` msgs/s in total."""
     out.send(asyncio.run(_generate(url, secret, rooms, rate, warmup, window, out)))
 
 
-async def _generate(url: str, secret: str, rooms: list[str], rate: float, warmup: float,
-                    window: float, pipe: Any) -> dict[str, Any]:
-    from signaling.tokens import mint_token
+async def _generate(
+    url: str, secret: str, rooms: list[str], rate: float, warmup: float, window: float, pipe: Any
+) -> dict[str, Any]:
+    from kernel.tokens import mint_token
 
     clients: dict[str, list[Any]] = {}
     for room in rooms:
         members = []
         for i in range(PER_ROOM):
-            token = mint_token(secret, room=room, identity=f"u{i}",
-                               role="host" if i == 0 else "clinician", ttl_s=3600)
+            token = mint_token(
+                secret,
+                room=room,
+                identity=f"u{i}",
+                role="host" if i == 0 else "clinician",
+                ttl_s=3600,
+            )
             sio = await connect_routed(url, token)
             ack = await sio.call("join", {}, timeout=30)
             assert ack.get("ok") and ack.get("status") == "joined", ack
@@ -224,8 +230,15 @@ async def _generate(url: str, secret: str, rooms: list[str], rate: float, warmup
     return {"acked": acked, "failed": failed, "in_window": in_window}
 
 
-def capacity(workers: int, rooms: list[str], rate: float, warmup: float, window: float,
-             redis: bool = False, idle_window: float = 3.0) -> dict[str, Any]:
+def capacity(
+    workers: int,
+    rooms: list[str],
+    rate: float,
+    warmup: float,
+    window: float,
+    redis: bool = False,
+    idle_window: float = 3.0,
+) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="tc-bench-cluster-"))
     port = free_port(span=workers)
     data = tmp / "data"
@@ -236,11 +249,28 @@ def capacity(workers: int, rooms: list[str], rate: float, warmup: float, window:
         redis_proc, rport = start_redis(tmp)
         extra = ["--redis-url", f"redis://127.0.0.1:{rport}/0"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rtc_server.cli", "serve", "--workers", str(workers), "--port",
-         str(port), "--data-dir", str(data), *extra],
-        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-        env=env(log_level="warning", limits__rate_per_s="1000", limits__rate_burst="1000",
-                audit_head_interval_s="5"),
+        [
+            sys.executable,
+            "-m",
+            "rtc_server.cli",
+            "serve",
+            "--workers",
+            str(workers),
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data),
+            *extra,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env(
+            log_level="warning",
+            limits__rate_per_s="1000",
+            limits__rate_burst="1000",
+            audit_head_interval_s="5",
+        ),
     )
     try:
         for i in range(workers):
@@ -249,8 +279,7 @@ def capacity(workers: int, rooms: list[str], rate: float, warmup: float, window:
         parent, child = mp.Pipe()
         gen = mp.get_context("spawn").Process(
             target=load_generator,
-            args=(f"http://127.0.0.1:{port}", secret_of(data), rooms, rate, warmup, window,
-                  child),
+            args=(f"http://127.0.0.1:{port}", secret_of(data), rooms, rate, warmup, window, child),
         )
         gen.start()
         if not parent.poll(120):
@@ -331,8 +360,21 @@ def start_redis(tmp: Path) -> tuple[subprocess.Popen, int]:
         raise RuntimeError("redis-server is not installed (scripts/test installs it)")
     rport = free_port()
     proc = subprocess.Popen(
-        [exe, "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            exe,
+            "--port",
+            str(rport),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     wait_tcp(rport, 30, proc)
     return proc, rport
@@ -341,10 +383,23 @@ def start_redis(tmp: Path) -> tuple[subprocess.Popen, int]:
 def start_node(name: str, data: Path, rport: int) -> tuple[subprocess.Popen, str, int]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rtc_server.cli", "serve", "--port", str(port),
-         "--data-dir", str(data), "--node-id", name, "--redis-url",
-         f"redis://127.0.0.1:{rport}/0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "rtc_server.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data),
+            "--node-id",
+            name,
+            "--redis-url",
+            f"redis://127.0.0.1:{rport}/0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
         env=env(log_level="warning"),
     )
     wait_tcp(port, 60, proc)
@@ -361,11 +416,13 @@ async def failover(timeout_s: float = 30.0) -> dict[str, Any]:
         for name in ("n1", "n2"):
             proc, url, _port = await asyncio.to_thread(start_node, name, data, rport)
             nodes[name] = (proc, url)
-        from signaling.tokens import mint_token
+        from kernel.tokens import mint_token
 
         secret = secret_of(data)
-        tokens = [mint_token(secret, room="fo", identity=i, role=r, ttl_s=3600)
-                  for i, r in (("dr", "host"), ("cl", "clinician"))]
+        tokens = [
+            mint_token(secret, room="fo", identity=i, role=r, ttl_s=3600)
+            for i, r in (("dr", "host"), ("cl", "clinician"))
+        ]
         urls = [u for _p, u in nodes.values()]
         for token in tokens:
             sio = await connect_routed(urls[1], token)
@@ -402,8 +459,11 @@ async def failover(timeout_s: float = 30.0) -> dict[str, Any]:
         took = time.perf_counter() - started
         history = [m["text"] for m in joined[0]["chat"]]
         intact = history[-5:] == [f"before {k}" for k in range(5)]
-        return {"failover_s": round(took, 2), "chat_intact": intact,
-                "rejoined": all(j.get("status") == "joined" for j in joined)}
+        return {
+            "failover_s": round(took, 2),
+            "chat_intact": intact,
+            "rejoined": all(j.get("status") == "joined" for j in joined),
+        }
     finally:
         for sio in clients:
             try:
@@ -449,8 +509,9 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in configs}
     for n in range(rounds):
         for name, cfg in configs.items():
-            result = capacity(cfg["workers"], rooms, rate, warmup, window,
-                              redis=bool(cfg.get("redis")))
+            result = capacity(
+                cfg["workers"], rooms, rate, warmup, window, redis=bool(cfg.get("redis"))
+            )
             runs[name].append(result)
             print(json.dumps({"round": n, "config": name, **result}), flush=True)
     cap = {k: median([r["capacity_msgs_s"] for r in v]) for k, v in runs.items()}
@@ -458,24 +519,29 @@ def main() -> None:
     fo = asyncio.run(failover())
     print(json.dumps({"phase": "failover", **fo}), flush=True)
     c1, c2, ch = cap["1"], cap["2_redis"], cap["2_rendezvous"]
-    print(json.dumps({
-        "unit": "chat messages/s (stored + fanned out to 4 members) when the busiest worker "
-                "reaches one core (median of interleaved rounds)",
-        "capacity_1_worker": round(c1, 1),
-        "capacity_2_workers": round(c2, 1),
-        "scaling_ratio": round(c2 / c1, 2),
-        "capacity_2_workers_rendezvous": round(ch, 1),
-        "scaling_ratio_rendezvous": round(ch / c1, 2),
-        "failover_s": fo["failover_s"],
-        "failover_chat_intact": fo["chat_intact"],
-        "rooms_per_worker_redis": runs["2_redis"][0]["rooms_per_worker"],
-        "rooms_per_worker_rendezvous": runs["2_rendezvous"][0]["rooms_per_worker"],
-        "cpu_ms_per_msg": ms,
-        "capacity_runs": {k: [r["capacity_msgs_s"] for r in v] for k, v in runs.items()},
-        "offered_msgs_s": rate,
-        "load_average_1m": round(os.getloadavg()[0], 2),
-        "quick": args.quick,
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "unit": "chat messages/s (stored + fanned out to 4 members) when the busiest "
+                "worker reaches one core (median of interleaved rounds)",
+                "capacity_1_worker": round(c1, 1),
+                "capacity_2_workers": round(c2, 1),
+                "scaling_ratio": round(c2 / c1, 2),
+                "capacity_2_workers_rendezvous": round(ch, 1),
+                "scaling_ratio_rendezvous": round(ch / c1, 2),
+                "failover_s": fo["failover_s"],
+                "failover_chat_intact": fo["chat_intact"],
+                "rooms_per_worker_redis": runs["2_redis"][0]["rooms_per_worker"],
+                "rooms_per_worker_rendezvous": runs["2_rendezvous"][0]["rooms_per_worker"],
+                "cpu_ms_per_msg": ms,
+                "capacity_runs": {k: [r["capacity_msgs_s"] for r in v] for k, v in runs.items()},
+                "offered_msgs_s": rate,
+                "load_average_1m": round(os.getloadavg()[0], 2),
+                "quick": args.quick,
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

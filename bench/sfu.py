@@ -1,7 +1,7 @@
 """SFU benchmark: encoded-frame forwarding against aiortc's MediaRelay (decode + re-encode).
 
 The server is the real teleconsult app (Socket.IO signaling + the SFU) in its own process;
-the participants are aiortc clients (`rtc_server.media.client.MediaClient`) in other
+the participants are aiortc clients (`media.client.MediaClient`) in other
 processes, talking Socket.IO and UDP over the machine's interface address. Publishers replay
 pre-encoded VP8 (640x480, 30 fps) and Opus (20 ms) so that the clients spend no CPU encoding;
 subscribers count assembled encoded frames without decoding them.
@@ -9,14 +9,18 @@ subscribers count assembled encoded frames without decoding them.
 Phases, each with a fresh server process:
   1. fanout/sfu    1 publisher (camera + mic) -> N subscribers, one of them joining late
   2. fanout/relay  the same through MediaRelay: the server decodes and re-encodes per subscriber
+     fanout/janus  the same through Debian's janus (VideoRoom), with --baseline janus
   3. room/sfu      8 participants, every one camera + mic, all subscribed to all
+`--only fanout` / `--only room` runs those phases only; `--baseline relay|janus|relay,janus|none`
+picks the fan-out baselines (relay by default).
 
 Measured: the server process's own CPU (from /proc/<pid>/stat, over a steady window), the
 packets it forwarded, SFU-added latency (frame complete at the SFU -> last packet sent, inside
 the server), first picture (subscriber receives the offer -> first keyframe assembled), and
 delivery (frames received / frames sent, per subscriber and stream, over the window).
 
-    python bench/sfu.py [--quick]
+    python bench/sfu.py [--quick] [--only fanout,room] [--baseline relay|janus|relay,janus|none]
+                        [--video vga|720p]
 
 The last line printed is one JSON object with the results.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fractions
 import json
 import math
@@ -41,6 +46,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench import sfu_janus  # noqa: E402  (after the repository is on sys.path)
 
 SECRET = "bench-secret-not-for-production-0123456789abcdef"
 ROOM = "bench"
@@ -93,7 +100,15 @@ def udp_drops(pids: list[int]) -> dict[int, int]:
 # --- media preparation (parent) -----------------------------------------------------------
 
 
-def prepare_media(path: Path, width: int, height: int, fps: int, seconds: float) -> None:
+VIDEO = {  # --video: the publishers' pre-encoded camera (width, height, VP8 bits/s)
+    "vga": (640, 480, 600_000),
+    "720p": (1280, 720, 1_500_000),  # what a browser sends at 720p (issue 19's "real bitrates")
+}
+
+
+def prepare_media(
+    path: Path, width: int, height: int, fps: int, seconds: float, bit_rate: int = 600_000
+) -> None:
     """Pre-encode a looped VP8 clip (plus a keyframe version of every picture) and Opus."""
     import av
     import numpy as np
@@ -104,7 +119,7 @@ def prepare_media(path: Path, width: int, height: int, fps: int, seconds: float)
     def vp8(all_key: bool) -> list[bytes]:
         codec = av.CodecContext.create("libvpx", "w")
         codec.width, codec.height = width, height
-        codec.bit_rate = 600_000
+        codec.bit_rate = bit_rate
         codec.pix_fmt = "yuv420p"
         codec.time_base = tb
         codec.framerate = fps
@@ -158,7 +173,7 @@ def install_relay_mode() -> None:
     """Turn the SFU into the baseline: decode every published track, MediaRelay + re-encode."""
     from aiortc.contrib.media import MediaRelay
 
-    from rtc_server.media import forwarder, session
+    from media import forwarder, session
 
     relay = MediaRelay()
     orig_init = forwarder.Subscription.__init__
@@ -206,9 +221,10 @@ def run_server(port: int, mode: str, data_dir: str) -> None:
 
     rtcrtpsender.get_encoder = counting_get_encoder
 
+    from media.aiortc_patch import fast_sender
+    from media.service import MEDIA
     from rtc_server.app import create_app
     from rtc_server.config import load_settings
-    from rtc_server.media.service import MEDIA
 
     settings = load_settings(
         overrides={
@@ -221,6 +237,7 @@ def run_server(port: int, mode: str, data_dir: str) -> None:
                 "stats_interval_s": 0,
                 "auto_layer": False,
                 "publisher_remb": os.environ.get("SFU_BENCH_REMB", "1") == "1",
+                "fast_path": fast_path_enabled(),
             },
         },
         environ={},
@@ -232,13 +249,14 @@ def run_server(port: int, mode: str, data_dir: str) -> None:
         room = service.rooms.get(ROOM)
         packets = 0
         lat: dict[str, list[float]] = {"audio": [], "video": []}
-        subs = 0
+        subs = fast = 0
         if room is not None:
             for s in room.sessions.values():
                 for sub in s.subscriptions.values():
                     subs += 1
                     if sub.sender is not None:
                         packets += sub.sender._RTCRtpSender__packet_count
+                        fast += fast_sender(sub.sender) is not None
                     lat[sub.kind].extend(sub.latencies)
                     if request.query.get("reset"):
                         sub.latencies.clear()
@@ -257,6 +275,7 @@ def run_server(port: int, mode: str, data_dir: str) -> None:
             "forwarding": fwd,
             "packets_sent": packets,
             "subscriptions": subs,
+            "fast_path_senders": fast,
             "latency_ms_p95": {k: pct([x * 1000 for x in v], 95) for k, v in lat.items()},
             "latency_ms_p50": {k: pct([x * 1000 for x in v], 50) for k, v in lat.items()},
             "latency_samples": {k: len(v) for k, v in lat.items()},
@@ -285,9 +304,9 @@ async def run_participants(
     """Participants of one client process (they stand in for remote devices)."""
     import socketio
 
-    from rtc_server.media.client import EncodedLoopTrack, MediaClient
-    from rtc_server.media.frames import FramePacker
-    from signaling.tokens import mint_token
+    from kernel.tokens import mint_token
+    from media.client import EncodedLoopTrack, MediaClient
+    from media.frames import FramePacker
 
     results: dict[str, Any] = {}
 
@@ -365,6 +384,57 @@ def get_json(url: str) -> dict[str, Any]:
         return json.loads(resp.read())
 
 
+def start_server(port: int, mode: str, data_dir: str) -> subprocess.Popen[bytes]:
+    """The teleconsult server (SFU or relay mode) in its own process, once it answers."""
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--role",
+            "server",
+            "--mode",
+            mode,
+            "--port",
+            str(port),
+            "--data-dir",
+            data_dir,
+        ],
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            get_json(f"http://127.0.0.1:{port}/bench/stats")
+            return server
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                stop_server(server)
+                raise RuntimeError("server did not start") from None
+            time.sleep(0.1)
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def stats(base: str, mode: str, reset: bool = False) -> dict[str, Any]:
+    """The server's counters (Janus has none here: its packets are counted at the clients)."""
+    if mode == "janus":
+        return {
+            "publications": {},
+            "forwarding": {"forwarded": 0, "dropped": 0},
+            "packets_sent": 0,
+            "latency_ms_p95": {},
+            "latency_ms_p50": {},
+            "video_encoders": 0,
+        }
+    return get_json(f"{base}/bench/stats" + ("?reset=1" if reset else ""))
+
+
 def phase(
     name: str,
     mode: str,
@@ -375,83 +445,63 @@ def phase(
     warmup: float,
 ) -> dict[str, Any]:
     port = free_port()
-    with tempfile.TemporaryDirectory() as data_dir:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--role",
-                "server",
-                "--mode",
-                mode,
-                "--port",
-                str(port),
-                "--data-dir",
-                data_dir,
-            ],
-            cwd=ROOT,
-        )
-        try:
+    with contextlib.ExitStack() as stack:
+        if mode == "janus":
+            janus = stack.enter_context(sfu_janus.run_janus(port))
+            server: Any = janus.proc
+            base = janus.url
+        else:
+            data_dir = stack.enter_context(tempfile.TemporaryDirectory())
+            server = start_server(port, mode, data_dir)
+            stack.callback(stop_server, server)
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    get_json(f"{base}/bench/stats")
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError("server did not start") from None
-                    time.sleep(0.1)
-            t0 = time.monotonic() + 2.5  # client processes need ~2 s to import aiortc
-            for p in participants:
-                p["join_at"] = t0 + p.get("delay", 0.0)
-            t_end = t0 + duration
-            groups = [participants[i::procs] for i in range(procs)]
-            workers = [
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--role",
-                        "clients",
-                        "--url",
-                        base,
-                        "--media",
-                        str(media),
-                        "--t-end",
-                        repr(t_end),
-                        "--spec",
-                        json.dumps(g),
-                    ],
-                    cwd=ROOT,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-                for g in groups
-                if g
-            ]
-            w0, w1 = t0 + warmup, t_end - 0.5
-            time.sleep(max(0.0, w0 - time.monotonic()))
-            (u0, k0), s0 = proc_times(server.pid), get_json(f"{base}/bench/stats?reset=1")
-            time.sleep(max(0.0, w1 - time.monotonic()))
-            (u1, k1), s1 = proc_times(server.pid), get_json(f"{base}/bench/stats")
-            drops = udp_drops([server.pid] + [w.pid for w in workers])
-            results: dict[str, Any] = {}
-            errors: list[str] = []
-            client_cpu_s = 0.0
-            for w in workers:
-                out, _ = w.communicate(timeout=60)
-                lines = out.strip().splitlines()
-                got = json.loads(lines[-1]) if lines else {"_errors": ["client process died"]}
-                client_cpu_s += got.pop("_cpu_s", 0.0)
-                errors.extend(got.pop("_errors", []))
-                results.update(got)
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        t0 = time.monotonic() + 2.5  # client processes need ~2 s to import aiortc
+        w0, w1 = t0 + warmup, t0 + duration - 0.5
+        for p in participants:
+            p["join_at"] = t0 + p.get("delay", 0.0)
+            p["window"] = [w0, w1]
+        t_end = t0 + duration
+        groups = [participants[i::procs] for i in range(procs)]
+        workers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--role",
+                    "janus-clients" if mode == "janus" else "clients",
+                    "--url",
+                    base,
+                    "--media",
+                    str(media),
+                    "--t-end",
+                    repr(t_end),
+                    "--spec",
+                    json.dumps(g),
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for g in groups
+            if g
+        ]
+        time.sleep(max(0.0, w0 - time.monotonic()))
+        (u0, k0), s0 = proc_times(server.pid), stats(base, mode, reset=True)
+        time.sleep(max(0.0, w1 - time.monotonic()))
+        (u1, k1), s1 = proc_times(server.pid), stats(base, mode)
+        drops = udp_drops([server.pid] + [w.pid for w in workers])
+        results: dict[str, Any] = {}
+        errors: list[str] = []
+        client_cpu_s = 0.0
+        packets_received = 0
+        for w in workers:
+            out, _ = w.communicate(timeout=60)
+            lines = out.strip().splitlines()
+            got = json.loads(lines[-1]) if lines else {"_errors": ["client process died"]}
+            client_cpu_s += got.pop("_cpu_s", 0.0)
+            packets_received += got.pop("_packets_in_window", 0)
+            errors.extend(got.pop("_errors", []))
+            results.update(got)
     if os.environ.get("SFU_BENCH_DUMP"):
         Path(os.environ["SFU_BENCH_DUMP"] + f".{name}.{mode}.json").write_text(
             json.dumps({"results": results, "participants": participants, "w0": w0, "w1": w1})
@@ -490,7 +540,8 @@ def phase(
                     first_frame_ms.append((got["first_frame_at"] - got["offered_at"]) * 1000)
                     ready = max(got["offered_at"], me.get("sub_connected_at") or 0.0)
                     first_frame_connected_ms.append((got["first_frame_at"] - ready) * 1000)
-    pps = (s1["packets_sent"] - s0["packets_sent"]) / window
+    packets = packets_received if mode == "janus" else s1["packets_sent"] - s0["packets_sent"]
+    pps = packets / window
     up_sent = up_got = 0
     up_losses = sum(
         v[2] - s0["publications"].get(k, [0, 0, 0, 0])[2] for k, v in s1["publications"].items()
@@ -515,6 +566,7 @@ def phase(
         "server_system_cpu_pct": round(cpu_pct - user_pct, 1),
         "cpu_per_stream_pct": round(cpu_pct / max(streams, 1), 2),
         "forwarded_pps": round(pps),
+        "us_per_packet": round((cpu1 - cpu0) / packets * 1e6, 1) if packets else None,
         "forwarded_pps_per_core": round(pps / max((cpu1 - cpu0) / window, 1e-6)),
         "added_latency_ms_p95": s1["latency_ms_p95"],
         "added_latency_ms_p50": s1["latency_ms_p50"],
@@ -532,6 +584,7 @@ def phase(
         "client_processes_cpu_pct": round(client_cpu_s / (t_end - t0 + 2.5) * 100, 1),
         "sfu_frames_forwarded": s1["forwarding"]["forwarded"] - s0["forwarding"]["forwarded"],
         "sfu_frames_dropped": s1["forwarding"]["dropped"] - s0["forwarding"]["dropped"],
+        "fast_path_senders": s1.get("fast_path_senders", 0),
         "window_s": round(window, 1),
         "client_errors": errors[:5],
         "udp_rcvbuf_drops_server": drops.get(server.pid),
@@ -539,11 +592,18 @@ def phase(
     }
 
 
+def fast_path_enabled() -> bool:
+    """``media.fast_path`` for the server: SFU_BENCH_FAST_PATH=0 runs aiortc's own send path."""
+    return os.environ.get("SFU_BENCH_FAST_PATH", "1") == "1"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--role", choices=["main", "server", "clients"], default="main")
-    parser.add_argument("--mode", choices=["sfu", "relay"], default="sfu")
+    parser.add_argument(
+        "--role", choices=["main", "server", "clients", "janus-clients"], default="main"
+    )
+    parser.add_argument("--mode", choices=["sfu", "relay", "janus"], default="sfu")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--data-dir", default="")
     parser.add_argument("--url", default="")
@@ -552,7 +612,18 @@ def main() -> None:
     parser.add_argument("--spec", default="[]")
     parser.add_argument("--subscribers", type=int, default=None, help="fan-out subscribers")
     parser.add_argument("--room-size", type=int, default=8)
-    parser.add_argument("--only", choices=["fanout", "room"], default=None)
+    parser.add_argument("--only", default=None, help="phases: fanout, room (comma-separated)")
+    parser.add_argument(
+        "--video",
+        choices=sorted(VIDEO),
+        default="vga",
+        help="publishers' camera: vga (640x480 ~600 kbit/s) or 720p (1280x720 ~1.5 Mbit/s)",
+    )
+    parser.add_argument(
+        "--baseline",
+        default="relay",
+        help="relay (aiortc MediaRelay), janus (Debian's janus VideoRoom), relay,janus, none",
+    )
     args = parser.parse_args()
     if args.role == "server":
         # the clients stand in for remote devices on a shared 2-core machine: give the server
@@ -567,14 +638,32 @@ def main() -> None:
         clip = pickle.loads(Path(args.media).read_bytes())
         asyncio.run(run_participants(args.url, json.loads(args.spec), clip, args.t_end))
         return
+    if args.role == "janus-clients":
+        clip = pickle.loads(Path(args.media).read_bytes())
+        got = asyncio.run(
+            sfu_janus.run_janus_participants(args.url, json.loads(args.spec), clip, args.t_end)
+        )
+        got["_cpu_s"] = proc_cpu_s(os.getpid())
+        print(json.dumps(got))
+        return
 
     quick = args.quick
+    baselines = {b for b in args.baseline.split(",") if b and b != "none"}
+    if baselines - {"relay", "janus"}:
+        parser.error("--baseline: relay, janus, both (relay,janus) or none")
+    if "janus" in baselines and sfu_janus.janus_binary() is None:
+        raise SystemExit(sfu_janus.JANUS_HINT)
+    only = set(args.only.split(",")) if args.only else {"fanout", "room"}
+    if only - {"fanout", "room"}:
+        parser.error("--only: fanout, room or fanout,room")
     subs = args.subscribers or (4 if quick else 6)
     fan_s, room_s = (8.0, 12.0) if quick else (20.0, 30.0)
     fan_warm, room_warm = (3.5, 4.5) if quick else (4.0, 5.0)
+    phases: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         media = Path(tmp) / "clip.pkl"
-        prepare_media(media, 640, 480, 30, 3.0)
+        width, height, bit_rate = VIDEO[args.video]
+        prepare_media(media, width, height, 30, 3.0, bit_rate)
 
         def fanout(n: int) -> list[dict[str, Any]]:
             people = [{"identity": "pub", "publish": True, "subscribe": False}]
@@ -594,64 +683,128 @@ def main() -> None:
             name: str, mode: str, people: list[dict[str, Any]], procs: int, dur: float, warm: float
         ) -> dict[str, Any]:
             result = phase(name, mode, people, procs, media, dur, warm)
+            result["loadavg"] = loadavg()
             print(json.dumps(result), flush=True)
+            phases[f"{name}_{mode}"] = result
             return result
 
-        one_sfu = run("fanout1", "sfu", fanout(1), 2, fan_s, fan_warm)
-        sfu = run("fanout", "sfu", fanout(subs), 2, fan_s, fan_warm)
-        one_relay = run("fanout1", "relay", fanout(1), 2, fan_s, fan_warm)
-        relay = run("fanout", "relay", fanout(subs), 2, fan_s, fan_warm)
-        room = [
-            {"identity": f"p{i}", "publish": True, "subscribe": True, "delay": 0.2 * i}
-            for i in range(args.room_size)
-        ]
-        big = run("room", "sfu", room, 4, room_s, room_warm)
+        if "fanout" in only:
+            for mode in ["sfu", *sorted(baselines)]:
+                run("fanout1", mode, fanout(1), 2, fan_s, fan_warm)
+                run("fanout", mode, fanout(subs), 2, fan_s, fan_warm)
+        if "room" in only:
+            room = [
+                {"identity": f"p{i}", "publish": True, "subscribe": True, "delay": 0.2 * i}
+                for i in range(args.room_size)
+            ]
+            run("room", "sfu", room, 4, room_s, room_warm)
 
     def marginal(one: dict[str, Any], many: dict[str, Any]) -> float:
         extra = many["forwarded_streams"] - one["forwarded_streams"]
         return round((many["server_cpu_pct"] - one["server_cpu_pct"]) / max(extra, 1), 3)
 
-    m_sfu, m_relay = marginal(one_sfu, sfu), marginal(one_relay, relay)
-    summary = {
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a is not None and b else None
+
+    # a phase whose media never flowed (ICE did not complete on an overloaded machine) gives
+    # CPU figures of an idle server: no ratio is computed from it
+    broken = sorted(
+        k for k, p in phases.items() if not p["forwarded_pps"] or not p["delivery_ratio"]
+    )
+
+    summary: dict[str, Any] = {
         "quick": quick,
         "cores": os.cpu_count(),
-        "video": "VP8 640x480 30 fps ~600 kbps + Opus 20 ms, pre-encoded",
-        "publishers": big["publishers"],
-        "subscribers": big["subscribers"],
-        "forwarded_streams": big["forwarded_streams"],
-        "server_cpu_pct": big["server_cpu_pct"],
-        "fanout_subscribers": subs,
-        "cpu_per_stream_pct": sfu["cpu_per_stream_pct"],
-        "baseline_cpu_per_stream_pct": relay["cpu_per_stream_pct"],
-        "cpu_ratio_vs_baseline": round(
-            relay["cpu_per_stream_pct"] / max(sfu["cpu_per_stream_pct"], 1e-6), 1
-        ),
-        "marginal_cpu_per_stream_pct": m_sfu,
-        "baseline_marginal_cpu_per_stream_pct": m_relay,
-        "marginal_cpu_ratio_vs_baseline": round(m_relay / max(m_sfu, 1e-6), 1),
-        "forwarded_pps_per_core": big["forwarded_pps_per_core"],
-        "added_latency_ms_p95": big["added_latency_ms_p95"],
-        "fanout_added_latency_ms_p95": sfu["added_latency_ms_p95"],
-        "first_frame_ms_p95": big["first_frame_ms_p95"],
-        "fanout_first_frame_ms_p95": sfu["first_frame_ms_p95"],
-        "first_frame_after_connect_ms_p95": big["first_frame_after_connect_ms_p95"],
-        "delivery_ratio": big["delivery_ratio"],
-        "upstream_delivery_ratio": big["upstream_delivery_ratio"],
-        "fanout_delivery_ratio": sfu["delivery_ratio"],
-        "baseline_delivery_ratio": relay["delivery_ratio"],
-        "video_encoders_created_in_sfu": sfu["video_encoders_created_in_server"]
-        + big["video_encoders_created_in_server"],
-        "baseline_video_encoders_created": relay["video_encoders_created_in_server"],
-        "client_processes_cpu_pct_room": big["client_processes_cpu_pct"],
-        "phases": {
-            "fanout1_sfu": one_sfu,
-            "fanout_sfu": sfu,
-            "fanout1_relay": one_relay,
-            "fanout_relay": relay,
-            "room_sfu": big,
-        },
+        "loadavg": loadavg(),
+        "video": f"VP8 {width}x{height} 30 fps ~{bit_rate // 1000} kbps + Opus 20 ms, pre-encoded",
+        "only": sorted(only),
+        "baselines": sorted(baselines),
+        "fast_path": fast_path_enabled(),
+        "phases_without_media": broken,
     }
+    sfu = phases.get("fanout_sfu")
+    if sfu is not None and {"fanout_sfu", "fanout1_sfu"} & set(broken):
+        sfu = None  # reported under "phases" only
+    if sfu is not None:
+        m_sfu = marginal(phases["fanout1_sfu"], sfu)
+        summary.update(
+            {
+                "fanout_subscribers": subs,
+                "cpu_per_stream_pct": sfu["cpu_per_stream_pct"],
+                "us_per_packet": sfu["us_per_packet"],
+                "marginal_cpu_per_stream_pct": m_sfu,
+                "fanout_added_latency_ms_p95": sfu["added_latency_ms_p95"],
+                "fanout_first_frame_ms_p95": sfu["first_frame_ms_p95"],
+                "fanout_delivery_ratio": sfu["delivery_ratio"],
+            }
+        )
+        relay = phases.get("fanout_relay")
+        if relay is not None and not {"fanout_relay", "fanout1_relay"} & set(broken):
+            m_relay = marginal(phases["fanout1_relay"], relay)
+            summary.update(
+                {
+                    "baseline_cpu_per_stream_pct": relay["cpu_per_stream_pct"],
+                    "cpu_ratio_vs_baseline": ratio(
+                        relay["cpu_per_stream_pct"], sfu["cpu_per_stream_pct"]
+                    ),
+                    "baseline_marginal_cpu_per_stream_pct": m_relay,
+                    "marginal_cpu_ratio_vs_baseline": ratio(m_relay, m_sfu),
+                    "baseline_delivery_ratio": relay["delivery_ratio"],
+                    "baseline_video_encoders_created": relay["video_encoders_created_in_server"],
+                }
+            )
+        janus = phases.get("fanout_janus")
+        if janus is not None and not {"fanout_janus", "fanout1_janus"} & set(broken):
+            m_janus = marginal(phases["fanout1_janus"], janus)
+            summary.update(
+                {
+                    "cpu_ratio_vs_janus": ratio(
+                        sfu["cpu_per_stream_pct"], janus["cpu_per_stream_pct"]
+                    ),
+                    "marginal_cpu_ratio_vs_janus": ratio(m_sfu, m_janus),
+                    "us_per_packet_ratio_vs_janus": ratio(
+                        sfu["us_per_packet"], janus["us_per_packet"]
+                    ),
+                    "janus": {
+                        "cpu_pct": janus["server_cpu_pct"],
+                        "cpu_per_stream_pct": janus["cpu_per_stream_pct"],
+                        "marginal_cpu_per_stream_pct": m_janus,
+                        "us_per_packet": janus["us_per_packet"],
+                        "forwarded_pps": janus["forwarded_pps"],
+                        "delivery_ratio": janus["delivery_ratio"],
+                        "first_frame_ms_p95": janus["first_frame_ms_p95"],
+                        "client_errors": janus["client_errors"],
+                    },
+                }
+            )
+    big = phases.get("room_sfu")
+    if big is not None:
+        summary.update(
+            {
+                "publishers": big["publishers"],
+                "subscribers": big["subscribers"],
+                "forwarded_streams": big["forwarded_streams"],
+                "server_cpu_pct": big["server_cpu_pct"],
+                "room_us_per_packet": big["us_per_packet"],
+                "forwarded_pps_per_core": big["forwarded_pps_per_core"],
+                "added_latency_ms_p95": big["added_latency_ms_p95"],
+                "first_frame_ms_p95": big["first_frame_ms_p95"],
+                "first_frame_after_connect_ms_p95": big["first_frame_after_connect_ms_p95"],
+                "delivery_ratio": big["delivery_ratio"],
+                "upstream_delivery_ratio": big["upstream_delivery_ratio"],
+                "client_processes_cpu_pct_room": big["client_processes_cpu_pct"],
+            }
+        )
+    summary["video_encoders_created_in_sfu"] = sum(
+        p["video_encoders_created_in_server"] for k, p in phases.items() if k.endswith("_sfu")
+    )
+    summary["phases"] = phases
     print(json.dumps(summary))
+
+
+def loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages (figures on a shared machine need them)."""
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 if __name__ == "__main__":

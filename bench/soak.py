@@ -4,9 +4,14 @@ The server runs in its own process (`teleconsult serve`, fresh data dir). In eac
 stays connected and publishes pre-encoded camera + microphone (no encoding cost in the client).
 Churners come and go: join (auto-subscribed to the host's media), chat, maybe publish a
 microphone, then leave cleanly, drop the connection abruptly, or get replaced by a reconnect of
-the same identity. The server's RSS, asyncio tasks, threads and open fds (from /metrics) are
-compared at two quiet points: after a warm-up, and at the end. A quiet point is only the hosts
-connected and the task count unchanged for 30 s (dropped clients take up to 45 s to notice).
+the same identity, or go half-open: join, chat, then stop answering pings and reading while the
+TCP connection stays up (a phone that dropped off the network); the room keeps sending to it
+until the server gives up on it (Engine.IO ping timeout, 10 s + 10 s here; 5 + 5 with --quick),
+which must happen (`halfopen_not_dropped` counts the ones the hosts never saw leave). The
+server's RSS, asyncio tasks, threads and open fds (from /metrics) are compared at two quiet
+points: after a warm-up, and at the end. A quiet point is only the hosts connected and the task
+count unchanged for 30 s (dropped clients take up to 45 s to notice). The
+issue's bounds: RSS growth <= 5 %, no task, fd or thread leaked (`verdict`).
 `tasks_leaked` discounts the parked senders of subscriber m-lines kept for reuse (2 tasks each,
 `idle_transceivers_*`), which are bounded by the most subscriptions a host held at once.
 
@@ -20,17 +25,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import serve
+
+# Engine.IO heartbeat of the soaked server: a half-open client is dropped within ~20-30 s
+PING_S = 10  # Engine.IO ping interval and timeout of the soaked server (--quick: 5)
+HALFOPEN_HOLD_S = 40.0  # a silent client keeps its TCP connection this long, then closes
+QUIET_HOLD_S = 30.0  # the task count must hold this long at a quiet point
+
+
+def ping_env(seconds: int) -> dict[str, str]:
+    return {
+        "TELECONSULT_LIMITS__PING_INTERVAL_S": str(seconds),
+        "TELECONSULT_LIMITS__PING_TIMEOUT_S": str(seconds),
+    }
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -53,6 +72,19 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
+def fd_kinds(pid: int) -> dict[str, int]:
+    """The server's open fds by kind (socket, pipe, anon_inode, file), for telling leaks."""
+    kinds: Counter[str] = Counter()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        kinds[target.split(":", 1)[0] if ":" in target else "file"] += 1
+    return dict(kinds)
+
+
 class Soak:
     def __init__(self, url: str, secret: str, clip: dict[str, Any], rooms: int) -> None:
         self.url = url
@@ -63,12 +95,15 @@ class Soak:
         self.cycles = 0
         self.actions: dict[str, int] = {}
         self.hosts: list[tuple[Any, Any]] = []
+        self.left: Counter[tuple[str, str]] = Counter()
+        self.left_changed = asyncio.Condition()
+        self.halfopen_not_dropped = 0
 
     async def connect(self, room: str, identity: str, role: str) -> tuple[Any, Any]:
         import socketio
 
-        from rtc_server.media.client import MediaClient
-        from signaling.tokens import mint_token
+        from kernel.tokens import mint_token
+        from media.client import MediaClient
 
         sio = socketio.AsyncClient(reconnection=False)
 
@@ -90,9 +125,36 @@ class Soak:
             raise RuntimeError(f"join: {ack}")
         return sio, media
 
+    async def half_open(self, room: str, identity: str) -> None:
+        """Join and chat on a bare WebSocket, then go silent; the server must drop it."""
+        from kernel.tokens import mint_token
+        from tests.rawsio import RawClient
+
+        token = mint_token(self.secret, room=room, identity=identity, role="clinician", ttl_s=7200)
+        left_before = self.left[(room, identity)]
+        raw = await RawClient(self.url, token).connect()
+        try:
+            ack = await raw.call("join", {}, timeout=20)
+            if ack.get("status") != "joined":
+                raise RuntimeError(f"join: {ack}")
+            await raw.call("chat:send", {"text": f"{identity} 即将断网"}, timeout=20)
+            await raw.go_silent()
+            try:
+                async with asyncio.timeout(HALFOPEN_HOLD_S), self.left_changed:
+                    await self.left_changed.wait_for(
+                        lambda: self.left[(room, identity)] > left_before
+                    )
+            except TimeoutError:
+                self.halfopen_not_dropped += 1
+            else:
+                # keep the dead connection a little longer: the server must not need its end
+                await asyncio.sleep(5.0)
+        finally:
+            await raw.close()
+
     async def publish(self, media: Any, sources: tuple[str, ...]) -> None:
-        from rtc_server.media.client import EncodedLoopTrack
-        from rtc_server.media.frames import FramePacker
+        from media.client import EncodedLoopTrack
+        from media.frames import FramePacker
 
         clip = self.clip
         tracks: dict[str, Any] = {}
@@ -110,6 +172,14 @@ class Soak:
     async def start_hosts(self) -> None:
         for room in self.rooms:
             sio, media = await self.connect(room, "host", "host")
+
+            async def on_left(data: Any = None, _room: str = room) -> None:
+                if isinstance(data, dict):
+                    async with self.left_changed:
+                        self.left[(_room, str(data.get("identity")))] += 1
+                        self.left_changed.notify_all()
+
+            sio.on("participant:left", on_left)
             await self.publish(media, ("camera", "microphone"))
             self.hosts.append((sio, media))
 
@@ -119,10 +189,15 @@ class Soak:
         while time.monotonic() < until:
             n += 1
             identity = f"c{slot}-{n % 3}"  # identities recur, as returning participants do
-            action = rng.choice(["leave", "drop", "replace", "publish"])
+            action = rng.choice(["leave", "drop", "replace", "publish", "halfopen"])
             self.actions[action] = self.actions.get(action, 0) + 1
             sio = media = None
             try:
+                if action == "halfopen":
+                    await self.half_open(room, identity)
+                    self.cycles += 1
+                    await asyncio.sleep(rng.uniform(0.2, 1.0))
+                    continue
                 sio, media = await self.connect(room, identity, "clinician")
                 if action == "publish":
                     await self.publish(media, ("microphone",))
@@ -188,20 +263,47 @@ class Soak:
             await sio.disconnect()
 
 
-async def run(opts: argparse.Namespace, url: str, secret: str, clip: dict[str, Any]) -> dict:
+async def run(
+    opts: argparse.Namespace, url: str, secret: str, clip: dict[str, Any], pid: int
+) -> dict:
     soak = Soak(url, secret, clip, opts.rooms)
     await soak.start_hosts()
-    warmup = min(60.0, opts.minutes * 60 * 0.2)
+    warmup = min(60.0, max(8.0, opts.minutes * 60 * 0.2))
     await soak.churn(warmup, opts.churners)
-    base, base_settled = await soak.quiet()
+    base, base_settled = await soak.quiet(QUIET_HOLD_S)
+    base_fds = fd_kinds(pid)
     t0 = time.monotonic()
     await soak.churn(opts.minutes * 60, opts.churners)
     churn_s = time.monotonic() - t0
-    end, end_settled = await soak.quiet()
+    end, end_settled = await soak.quiet(QUIET_HOLD_S)
+    end_fds = fd_kinds(pid)
     await soak.close()
     rss0, rss1 = base["process_resident_memory_bytes"], end["process_resident_memory_bytes"]
+    rss_growth_pct = round(100 * (rss1 - rss0) / rss0, 2)
     idle0 = base.get("teleconsult_media_idle_transceivers", 0)
     idle1 = end.get("teleconsult_media_idle_transceivers", 0)
+    tasks_leaked = max(
+        0,
+        int(
+            end["teleconsult_asyncio_tasks"]
+            - base["teleconsult_asyncio_tasks"]
+            - 2 * (idle1 - idle0)
+        ),
+    )
+    fds_leaked = max(0, int(end.get("process_open_fds", 0) - base.get("process_open_fds", 0)))
+    threads_leaked = max(0, int(end["teleconsult_threads"] - base["teleconsult_threads"]))
+    misses = [
+        name
+        for name, missed in (
+            ("rss_growth_over_5_pct", rss_growth_pct > 5.0),
+            ("tasks_leaked", tasks_leaked > 0),
+            ("fds_leaked", fds_leaked > 0),
+            ("threads_leaked", threads_leaked > 0),
+            ("halfopen_not_dropped", soak.halfopen_not_dropped > 0),
+            ("not_settled", not (base_settled and end_settled)),
+        )
+        if missed
+    ]
     return {
         "bench": "soak",
         "minutes": round(churn_s / 60, 2),
@@ -211,7 +313,7 @@ async def run(opts: argparse.Namespace, url: str, secret: str, clip: dict[str, A
         "actions": soak.actions,
         "rss_start_mb": round(rss0 / 2**20, 1),
         "rss_end_mb": round(rss1 / 2**20, 1),
-        "rss_growth_pct": round(100 * (rss1 - rss0) / rss0, 2),
+        "rss_growth_pct": rss_growth_pct,
         "quiet_settled": base_settled and end_settled,
         "tasks_baseline": int(base["teleconsult_asyncio_tasks"]),
         "tasks_end": int(end["teleconsult_asyncio_tasks"]),
@@ -219,36 +321,42 @@ async def run(opts: argparse.Namespace, url: str, secret: str, clip: dict[str, A
         # subscriptions a subscriber held at once, not a leak
         "idle_transceivers_baseline": int(idle0),
         "idle_transceivers_end": int(idle1),
-        "tasks_leaked": max(
-            0,
-            int(
-                end["teleconsult_asyncio_tasks"]
-                - base["teleconsult_asyncio_tasks"]
-                - 2 * (idle1 - idle0)
-            ),
-        ),
+        "tasks_leaked": tasks_leaked,
         "threads_baseline": int(base["teleconsult_threads"]),
         "threads_end": int(end["teleconsult_threads"]),
         "open_fds_baseline": int(base.get("process_open_fds", -1)),
         "open_fds_end": int(end.get("process_open_fds", -1)),
+        "fds_leaked": fds_leaked,
+        "fd_kinds_baseline": base_fds,
+        "fd_kinds_end": end_fds,
+        "threads_leaked": threads_leaked,
+        "halfopen_not_dropped": soak.halfopen_not_dropped,
         "server_cpu_pct": round(
             100 * (end["process_cpu_seconds_total"] - base["process_cpu_seconds_total"]) / churn_s,
             1,
         ),
         "errors": len(soak.errors),
         "error_samples": soak.errors[:5],
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "verdict": "ok" if not misses else "miss: " + ", ".join(misses),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="1 minute of churn")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="15 s of churn after 8 s of warm-up, a 5 s heartbeat (under 2 minutes)",
+    )
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rooms", type=int, default=2)
     parser.add_argument("--churners", type=int, default=3, help="per room")
     opts = parser.parse_args()
-    if opts.quick:
-        opts.minutes = 1.0
+    global HALFOPEN_HOLD_S
+    ping = PING_S
+    if opts.quick:  # the same checks on a shorter clock: a half-open client drops within ~10 s
+        opts.minutes, ping, HALFOPEN_HOLD_S = 0.25, 5, 15.0
 
     import pickle
 
@@ -257,8 +365,8 @@ def main() -> None:
     clip_path = Path(tempfile.mkdtemp(prefix="tc-soak-")) / "clip.pkl"
     prepare_media(clip_path, 320, 240, 15, 2.0)
     clip = pickle.loads(clip_path.read_bytes())
-    with serve() as server:
-        result = asyncio.run(run(opts, server.url, server.secret, clip))
+    with serve(env=ping_env(ping)) as server:
+        result = asyncio.run(run(opts, server.url, server.secret, clip, server.proc.pid))
     print(json.dumps(result))
 
 

@@ -11,8 +11,8 @@ callback with a ``rehab:update`` payload.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,11 +25,13 @@ import numpy as np
 from .cues import Cue
 from .landmarks import Landmarks, image_xyv
 from .models import CuePayload, RehabSessionStart, RehabUpdate
-from .pose import MAX_SIDE, MediaPipePose, PoseEstimator, fit_size
+from .pose import MAX_SIDE, PoseEstimator, fit_size, live_pose
 from .session import ExerciseSession, FrameUpdate
 from .specs import ExerciseSpec, get_spec
 
 log = logging.getLogger(__name__)
+
+STOP_WAIT_S = 5.0  # bound on the reader/processor tasks ending after a cancel
 
 UpdateCallback = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -47,6 +49,7 @@ class _Analyzed:
     width: int
     height: int
     ms: float  # pose + scoring
+    started: float  # perf_counter when the worker began on it
 
 
 @dataclass(slots=True)
@@ -55,6 +58,8 @@ class AgentStats:
     processed: int = 0
     dropped: int = 0  # replaced by a newer frame before being processed
     ms: list[float] = field(default_factory=list)  # pose + scoring per processed frame
+    wait_ms: list[float] = field(default_factory=list)  # arrival -> its analysis starts
+    emit_ms: list[float] = field(default_factory=list)  # the on_update callback's time
     latency_ms: list[float] = field(default_factory=list)  # arrival -> update sent
     cue_latency_ms: list[float] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
@@ -66,9 +71,15 @@ class AgentStats:
 
         elapsed = max(1e-6, (self.ended or time.monotonic()) - self.started)
         return {
-            "frames_received": self.received, "frames_processed": self.processed,
-            "frames_dropped": self.dropped, "processed_fps": round(self.processed / elapsed, 2),
-            "ms_per_frame_p50": pct(self.ms, 50), "latency_ms_p50": pct(self.latency_ms, 50),
+            "frames_received": self.received,
+            "frames_processed": self.processed,
+            "frames_dropped": self.dropped,
+            "processed_fps": round(self.processed / elapsed, 2),
+            "ms_per_frame_p50": pct(self.ms, 50),
+            "ms_per_frame_p95": pct(self.ms, 95),
+            "wait_ms_p95": pct(self.wait_ms, 95),
+            "emit_ms_p95": pct(self.emit_ms, 95),
+            "latency_ms_p50": pct(self.latency_ms, 50),
             "latency_ms_p95": pct(self.latency_ms, 95),
             "cue_latency_ms_p95": pct(self.cue_latency_ms, 95),
         }
@@ -77,10 +88,15 @@ class AgentStats:
 class VisionAgent:
     """One rehab session on one video source. ``await start()``, then ``await stop()``."""
 
-    def __init__(self, source: FrameSource, request: RehabSessionStart,
-                 on_update: UpdateCallback,
-                 estimator_factory: Callable[[], PoseEstimator] = MediaPipePose,
-                 update_interval_s: float = 0.1, max_side: int = MAX_SIDE) -> None:
+    def __init__(
+        self,
+        source: FrameSource,
+        request: RehabSessionStart,
+        on_update: UpdateCallback,
+        estimator_factory: Callable[[], PoseEstimator] = live_pose,
+        update_interval_s: float = 0.1,
+        max_side: int = MAX_SIDE,
+    ) -> None:
         self.id = uuid.uuid4().hex[:16]
         self.request = request
         self.spec: ExerciseSpec = get_spec(request.exercise).with_target(request.target_deg)
@@ -98,6 +114,7 @@ class VisionAgent:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_sent = -1e9
         self._last_phase = ""
+        self._last_view = "ok"
         self._t0: float | None = None
         self._clock_is_media = True
         self._pts_last: float | None = None
@@ -105,6 +122,9 @@ class VisionAgent:
         self.started_at: float | None = None
         self.stopped_at: float | None = None
         self.finished = asyncio.Event()  # source ended and its last frame processed
+        # Held by the worker thread while a frame is analysed: stop() waits on it before it
+        # finishes the set or closes the model (a cancelled to_thread keeps running).
+        self._busy = threading.Lock()
 
     def _new_session(self) -> ExerciseSession:
         return ExerciseSession(self.spec, side=self.request.side)
@@ -121,8 +141,10 @@ class VisionAgent:
         self._estimator = await asyncio.to_thread(self._estimator_factory)
         self.started_at = time.time()
         self.stats = AgentStats()
-        self._tasks = [asyncio.create_task(self._read(), name=f"rehab-read-{self.id}"),
-                       asyncio.create_task(self._process(), name=f"rehab-pose-{self.id}")]
+        self._tasks = [
+            asyncio.create_task(self._read(), name=f"rehab-read-{self.id}"),
+            asyncio.create_task(self._process(), name=f"rehab-pose-{self.id}"),
+        ]
 
     def next_set(self) -> None:
         """Close the current set and count into a new one."""
@@ -163,6 +185,7 @@ class VisionAgent:
                 continue
             self.stats.processed += 1
             self.stats.ms.append(done.ms)
+            self.stats.wait_ms.append((done.started - arrived) * 1000.0)
             await self._emit(done, arrived)
         self.session.finish()
         self.finished.set()
@@ -184,8 +207,18 @@ class VisionAgent:
         self._pts_last = t
         return t
 
+    def _close_estimator(self) -> None:
+        """Worker thread: release the model once no frame is using it."""
+        with self._busy:
+            if self._estimator is not None:
+                self._estimator.close()
+
     def _analyze(self, frame: av.VideoFrame) -> _Analyzed:
-        """Worker thread: decode to RGB, pose, session step."""
+        """Worker thread: decode to RGB, pose, session step (one frame at a time)."""
+        with self._busy:
+            return self._analyze_locked(frame)
+
+    def _analyze_locked(self, frame: av.VideoFrame) -> _Analyzed:
         assert self._estimator is not None
         t0 = time.perf_counter()
         h, w = fit_size(frame.height, frame.width, self._max_side)
@@ -193,28 +226,44 @@ class VisionAgent:
         t = self._media_time(frame)
         lm = self._estimator.process(rgb, t)
         update = self.session.feed(t, lm, aspect=w / h)
-        return _Analyzed(update, lm, w, h, (time.perf_counter() - t0) * 1000.0)
+        return _Analyzed(update, lm, w, h, (time.perf_counter() - t0) * 1000.0, t0)
 
     async def _emit(self, done: _Analyzed, arrived: float) -> None:
         u = done.update
         phase = getattr(self.session.spec.phases, u.phase)
-        important = bool(u.new_reps) or u.cue is not None or phase != self._last_phase
+        important = (
+            bool(u.new_reps)
+            or u.cue is not None
+            or phase != self._last_phase
+            or u.view != self._last_view
+        )
         now = time.perf_counter()
         if not important and now - self._last_sent < self._interval:
             return
         self._last_phase = phase
+        self._last_view = u.view
         self._last_sent = now
         last = self.session.reps[-1] if self.session.reps else None
         latency = (time.perf_counter() - arrived) * 1000.0
         payload = RehabUpdate(
-            session_id=self.id, exercise=self.spec.name, set=len(self.sets), rep=u.reps,
+            session_id=self.id,
+            exercise=self.spec.name,
+            set=len(self.sets),
+            rep=u.reps,
             target_reps=self.request.target_reps,
-            set_complete=u.reps >= self.request.target_reps, phase=phase,
-            angle=None if u.angle is None else round(u.angle, 1), tracked=u.tracked,
+            set_complete=u.reps >= self.request.target_reps,
+            phase=phase,
+            angle=None if u.angle is None else round(u.angle, 1),
+            tracked=u.tracked,
+            view=u.view,
             score=last.score if last else None,
             rep_detail=u.rep.as_dict() if u.rep else None,
-            cue=_cue(u.cue), t=round(u.t, 3), latency_ms=round(latency, 2),
-            landmarks=image_xyv(done.landmarks), frame_w=done.width, frame_h=done.height,
+            cue=_cue(u.cue),
+            t=round(u.t, 3),
+            latency_ms=round(latency, 2),
+            landmarks=image_xyv(done.landmarks),
+            frame_w=done.width,
+            frame_h=done.height,
         ).model_dump(by_alias=True)
         self.stats.latency_ms.append(latency)
         if u.cue is not None:
@@ -223,11 +272,13 @@ class VisionAgent:
             await self._on_update(payload)
         except Exception:  # the room going away must not kill the agent
             log.exception("rehab agent %s: update callback failed", self.id)
+        self.stats.emit_ms.append((time.perf_counter() - now) * 1000.0)
 
     async def wait_finished(self, timeout: float) -> bool:
         """Wait (bounded) until the source has ended and its last frame was processed."""
         try:
-            await asyncio.wait_for(self.finished.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.finished.wait()
             return True
         except TimeoutError:
             return False
@@ -240,13 +291,21 @@ class VisionAgent:
             self.stats.ended = time.monotonic()
             for task in self._tasks:
                 task.cancel()
-            for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            if self._tasks:
+                # Bounded: a source that ignored the cancellation must not hold up Stop.
+                _, stuck = await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
+                for task in stuck:
+                    log.warning(
+                        "rehab agent %s: task %s did not stop in %.0f s",
+                        self.id,
+                        task.get_name(),
+                        STOP_WAIT_S,
+                    )
             if not self.finished.is_set():
-                self.session.finish()
+                with self._busy:  # a frame still in the worker thread must not race finish()
+                    self.session.finish()
             if self._estimator is not None:
-                await asyncio.to_thread(self._estimator.close)
+                await asyncio.to_thread(self._close_estimator)
         return self.report()
 
     def report(self) -> dict[str, Any]:
@@ -256,8 +315,20 @@ class VisionAgent:
         scores: list[float] = []
         for i, s in enumerate(self.sets, 1):
             summary = s.summary()
-            sets.append({"set": i, "reps": summary["reps"], "score": summary["score"],
-                         "reps_detail": summary["reps_detail"], "faults": summary["faults"]})
+            sets.append(
+                {
+                    "set": i,
+                    "reps": summary["reps"],
+                    "score": summary["score"],
+                    "reps_detail": summary["reps_detail"],
+                    "faults": summary["faults"],
+                    # for the chart: the smoothed joint angle over time (<= 10 Hz) and
+                    # the exercise's rest and target angles (the range to reach)
+                    "angle_trace": summary["angle_trace"],
+                    "rest_deg": summary["rest_deg"],
+                    "target_deg": summary["target_deg"],
+                }
+            )
             scores.extend(r.score for r in s.reps)
             for k, v in summary["faults"].items():  # type: ignore[union-attr]
                 faults[k] = faults.get(k, 0) + v

@@ -30,8 +30,9 @@ def resample(seq: PoseSequence, speed: float) -> PoseSequence:
     return PoseSequence(lm=lm.astype(np.float32), fps=seq.fps, frame_size=seq.frame_size)
 
 
-def add_noise(seq: PoseSequence, image_sigma: float = 0.005, world_sigma: float = 0.01,
-              seed: int = 0) -> PoseSequence:
+def add_noise(
+    seq: PoseSequence, image_sigma: float = 0.005, world_sigma: float = 0.01, seed: int = 0
+) -> PoseSequence:
     """Gaussian jitter on positions (normalised image units, metres), visibility untouched."""
     rng = np.random.default_rng(seed)
     lm = seq.lm.copy()
@@ -43,8 +44,13 @@ def add_noise(seq: PoseSequence, image_sigma: float = 0.005, world_sigma: float 
     return PoseSequence(lm=lm, fps=seq.fps, frame_size=seq.frame_size)
 
 
-def drop_gaps(seq: PoseSequence, gap_s: float = 1.0, every_s: float = 4.0,
-              offset_s: float = 1.0, tail_s: float = 0.0) -> PoseSequence:
+def drop_gaps(
+    seq: PoseSequence,
+    gap_s: float = 1.0,
+    every_s: float = 4.0,
+    offset_s: float = 1.0,
+    tail_s: float = 0.0,
+) -> PoseSequence:
     """Remove the pose for ``gap_s`` seconds every ``every_s`` seconds, from ``offset_s``;
     gaps that would reach into the last ``tail_s`` seconds of the clip are left out."""
     lm = seq.lm.copy()
@@ -65,8 +71,12 @@ DISTAL: dict[str, tuple[str, ...]] = {
 }
 
 
-def rotate_points(points: np.ndarray, centre: np.ndarray, axis: np.ndarray, angle: float,
-            ) -> np.ndarray:
+def rotate_points(
+    points: np.ndarray,
+    centre: np.ndarray,
+    axis: np.ndarray,
+    angle: float,
+) -> np.ndarray:
     """Rodrigues rotation of ``points`` [N, 3] about ``axis`` through ``centre``."""
     k = axis / np.linalg.norm(axis)
     v = points - centre
@@ -75,8 +85,9 @@ def rotate_points(points: np.ndarray, centre: np.ndarray, axis: np.ndarray, angl
     return rotated + centre
 
 
-def scale_excursion(seq: PoseSequence, spec: ExerciseSpec, factor: float,
-                    rest_deg: float | None = None) -> PoseSequence:
+def scale_excursion(
+    seq: PoseSequence, spec: ExerciseSpec, factor: float, rest_deg: float | None = None
+) -> PoseSequence:
     """Shrink (factor < 1) how far the exercise's joint angle moves from rest, in the world
     landmarks: the distal segment is rotated about the joint in the plane of the three joints.
     Image landmarks are left as they are. Used to make a shallower version of a real set."""
@@ -102,3 +113,55 @@ def scale_excursion(seq: PoseSequence, spec: ExerciseSpec, factor: float,
             w[moved] = rotate_points(w[moved], w[b], axis, want - cur)
             lm[i, :, 4:7] = w.astype(np.float32)
     return PoseSequence(lm=lm, fps=seq.fps, frame_size=seq.frame_size)
+
+
+def retime(
+    seq: PoseSequence, fps: float, jitter: float = 0.0, seed: int = 0, fps_end: float | None = None
+) -> PoseSequence:
+    """The clip as a camera at ``fps`` (sliding linearly to ``fps_end`` over the clip, for a
+    frame rate that changes within a session) would have given it: at each capture time the
+    nearest source frame, stamped with that capture time. ``jitter`` is the spread of the
+    frame intervals as a fraction of the nominal interval (uniform), so timestamps are irregular
+    like a live stream's. The result carries its own timestamps (``t``); ``fps`` is nominal."""
+    if fps <= 0 or (fps_end is not None and fps_end <= 0):
+        raise ValueError("fps must be positive")
+    if not 0.0 <= jitter < 1.0:
+        raise ValueError("jitter must be in [0, 1)")
+    rng = np.random.default_rng(seed)
+    src_t = np.asarray(seq.t, dtype=np.float64)
+    end = float(src_t[-1]) if len(src_t) else 0.0
+    times: list[float] = []
+    t = 0.0
+    while t <= end:
+        times.append(t)
+        rate = fps if fps_end is None else fps + (fps_end - fps) * (t / end if end else 0.0)
+        t += (1.0 + rng.uniform(-jitter, jitter)) / rate
+    at = np.asarray(times)
+    idx = np.clip(np.searchsorted(src_t, at), 1, max(1, len(src_t) - 1))
+    nearer_left = np.abs(at - src_t[idx - 1]) <= np.abs(src_t[np.minimum(idx, len(src_t) - 1)] - at)
+    idx = np.where(nearer_left, idx - 1, idx)
+    return PoseSequence(lm=seq.lm[idx].copy(), fps=fps, frame_size=seq.frame_size, t=at)
+
+
+def drop_frames(seq: PoseSequence, fraction: float, seed: int = 0, burst: int = 1) -> PoseSequence:
+    """Frames lost on the way (a tap dropping a backlog, a decoder waiting for a keyframe):
+    about ``fraction`` of the frames removed, in runs of up to ``burst`` frames; the timestamps
+    of the frames kept are unchanged."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError("fraction must be in [0, 1)")
+    rng = np.random.default_rng(seed)
+    n = len(seq)
+    keep = np.ones(n, dtype=bool)
+    i = 1
+    while i < n - 1:
+        if rng.random() < fraction / max(1, burst) * 1.0:
+            run = int(rng.integers(1, burst + 1))
+            keep[i : min(n - 1, i + run)] = False
+            i += run
+        i += 1
+    return PoseSequence(
+        lm=seq.lm[keep].copy(),
+        fps=seq.fps,
+        frame_size=seq.frame_size,
+        t=np.asarray(seq.t)[keep].copy(),
+    )

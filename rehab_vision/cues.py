@@ -14,6 +14,7 @@ Lang = Literal["en", "zh-CN"]
 # Lower number = more important; unlisted keys get 50.
 PRIORITY: dict[str, int] = {
     "step_into_view": 0,
+    "step_back": 1,
     "keep_back_straight": 10,
     "knees_out": 10,
     "sit_upright": 12,

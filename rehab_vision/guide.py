@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from signaling.errors import SignalingError
+from kernel.errors import SignalingError
 
 from . import plans
 from .plan import PlanEvent, PlanRunner, RehabPlan
@@ -61,16 +61,29 @@ def scaled(plan: RehabPlan, scale: float) -> RehabPlan:
     if scale == 1.0:
         return plan
     items = tuple(i.model_copy(update={"rest_s": i.rest_s * scale}) for i in plan.items)
-    return plan.model_copy(update={"items": items, "rest_between_exercises_s":
-                                   plan.rest_between_exercises_s * scale})
+    return plan.model_copy(
+        update={"items": items, "rest_between_exercises_s": plan.rest_between_exercises_s * scale}
+    )
 
 
 class Guide:
     """One patient's guided run of their plan."""
 
-    def __init__(self, *, plan_id: str, plan: RehabPlan, room: str, patient: str,
-                 started_by: str, lang: str, settings: GuideSettings, counting: Counting,
-                 emit: Emit, store: Any, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        plan_id: str,
+        plan: RehabPlan,
+        room: str,
+        patient: str,
+        started_by: str,
+        lang: str,
+        settings: GuideSettings,
+        counting: Counting,
+        emit: Emit,
+        store: Any,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.id = plans.new_id()
         self.plan_id = plan_id
         self.plan = plan
@@ -116,8 +129,9 @@ class Guide:
         timeout = self.settings.tick_s
         if until is not None:
             timeout = max(0.0, min(timeout, until - self.clock()))
-        try:
-            await asyncio.wait_for(self.wake.wait(), timeout)
+        try:  # asyncio.timeout: wait_for (3.11) may swallow a cancel landing with a wakeup
+            async with asyncio.timeout(timeout):
+                await self.wake.wait()
         except TimeoutError:
             pass
         self.wake.clear()
@@ -209,12 +223,18 @@ class Guide:
     async def _record_set(self, report: dict[str, Any] | None) -> None:
         res = self.runner.results[-1]
         wall = time.time()
-        row = {"run_id": self.id, "item": res.item, "set": res.set,
-               "exercise": self.plan.items[res.item].exercise,
-               "session_id": report["session_id"] if report else None,
-               "target_reps": res.target_reps, "reps": min(res.reps, res.target_reps),
-               "skipped": res.skipped,
-               "started_at": wall - (self.clock() - res.started_at), "ended_at": wall}
+        row = {
+            "run_id": self.id,
+            "item": res.item,
+            "set": res.set,
+            "exercise": self.plan.items[res.item].exercise,
+            "session_id": report["session_id"] if report else None,
+            "target_reps": res.target_reps,
+            "reps": min(res.reps, res.target_reps),
+            "skipped": res.skipped,
+            "started_at": wall - (self.clock() - res.started_at),
+            "ended_at": wall,
+        }
         try:
             await plans.add_set(self.store, row)
         except Exception:
@@ -232,9 +252,16 @@ class Guide:
             self.phase, self.phase_until = "stopped", None
         ad = self.runner.adherence()
         try:
-            await plans.end_run(self.store, self.id, {
-                "ended_at": time.time(), "end_reason": reason,
-                "sets_done": ad["sets_completed"], "reps_done": ad["reps_done"]})
+            await plans.end_run(
+                self.store,
+                self.id,
+                {
+                    "ended_at": time.time(),
+                    "end_reason": reason,
+                    "sets_done": ad["sets_completed"],
+                    "reps_done": ad["reps_done"],
+                },
+            )
         except Exception:
             log.exception("rehab guide %s: run end not stored", self.id)
         try:
@@ -260,16 +287,28 @@ class Guide:
         if self.phase_until is not None:
             left = round(max(0.0, self.phase_until - self.clock()), 1)
         return {
-            "run_id": self.id, "plan_id": self.plan_id, "patient": self.patient,
-            "title": self.plan.title, "phase": self.phase, "seconds_left": left,
-            "step": r.item + 1, "steps": len(self.plan.items), "exercise": item.exercise,
+            "run_id": self.id,
+            "plan_id": self.plan_id,
+            "patient": self.patient,
+            "title": self.plan.title,
+            "phase": self.phase,
+            "seconds_left": left,
+            "step": r.item + 1,
+            "steps": len(self.plan.items),
+            "exercise": item.exercise,
             "exercise_title": {"en": spec.title.en, "zh-CN": spec.title.zh_cn},
             "demo": plans.demo_texts().get(item.exercise, {"en": "", "zh-CN": ""}),
-            "instructions": item.instructions, "side": item.side or spec.side,
-            "set": r.set, "sets": item.sets, "target_reps": item.reps,
-            "reps": min(self.reps, item.reps) if r.state == "exercising" else
-            (r.results[-1].reps if r.results else 0),
-            "session_id": self.session_id, "next": self._next(), "error": self.error,
+            "instructions": item.instructions,
+            "side": item.side or spec.side,
+            "set": r.set,
+            "sets": item.sets,
+            "target_reps": item.reps,
+            "reps": min(self.reps, item.reps)
+            if r.state == "exercising"
+            else (r.results[-1].reps if r.results else 0),
+            "session_id": self.session_id,
+            "next": self._next(),
+            "error": self.error,
         }
 
     async def announce(self, **extra: Any) -> None:

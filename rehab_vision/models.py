@@ -60,7 +60,10 @@ class RehabUpdate(BaseModel):
     set_complete: bool
     phase: str  # the spec's label for rest / going / peak / returning
     angle: float | None  # smoothed joint angle, degrees
-    tracked: bool
+    tracked: bool  # this frame gave a usable joint angle
+    # held for a while, from which landmarks are missing: "ok", "step_back" (the exercise's
+    # joints are outside the picture), "not_in_view" (nobody seen)
+    view: Literal["ok", "step_back", "not_in_view"] = "ok"
     score: float | None  # score of the last completed rep
     rep_detail: dict[str, object] | None = None  # the rep completed on this frame
     cue: CuePayload | None = None
@@ -69,8 +72,9 @@ class RehabUpdate(BaseModel):
     # The 33 MediaPipe points of this frame, flat: x0, y0, v0, x1, y1, v1, ... (x, y normalised
     # to the processed frame, may fall slightly outside 0..1; v = visibility), 3 decimals;
     # None when no person is seen. frame_w / frame_h: the processed frame's size in pixels.
-    landmarks: list[float] | None = Field(default=None, min_length=POSE_VALUES,
-                                          max_length=POSE_VALUES)
+    landmarks: list[float] | None = Field(
+        default=None, min_length=POSE_VALUES, max_length=POSE_VALUES
+    )
     frame_w: int = Field(default=0, ge=0)
     frame_h: int = Field(default=0, ge=0)
 

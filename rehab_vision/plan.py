@@ -51,8 +51,15 @@ class RehabPlan(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class PlanEvent:
-    kind: Literal["set_started", "set_complete", "rest_started", "rest_over",
-                  "exercise_complete", "plan_complete", "skipped"]
+    kind: Literal[
+        "set_started",
+        "set_complete",
+        "rest_started",
+        "rest_over",
+        "exercise_complete",
+        "plan_complete",
+        "skipped",
+    ]
     item: int  # 0-based index into plan.items
     set: int  # 1-based
     at: float
@@ -137,8 +144,11 @@ class PlanRunner:
         return [*events, PlanEvent("rest_started", self.item, self.set, now)]
 
     def rest_remaining(self, now: float) -> float:
-        return max(0.0, self.rest_until - now) if self.state == "resting" and self.rest_until \
-            is not None else 0.0
+        return (
+            max(0.0, self.rest_until - now)
+            if self.state == "resting" and self.rest_until is not None
+            else 0.0
+        )
 
     def tick(self, now: float) -> list[PlanEvent]:
         """Advance the clock: ends a rest when its countdown is over and starts the next set."""
@@ -158,6 +168,10 @@ class PlanRunner:
         prescribed_reps = sum(i.sets * i.reps for i in self.plan.items)
         done_sets = sum(1 for r in self.results if r.ended_at is not None and not r.skipped)
         reps = sum(min(r.reps, r.target_reps) for r in self.results)
-        return {"sets_prescribed": prescribed_sets, "sets_completed": done_sets,
-                "reps_prescribed": prescribed_reps, "reps_done": reps,
-                "adherence": round(reps / prescribed_reps, 3) if prescribed_reps else 0.0}
+        return {
+            "sets_prescribed": prescribed_sets,
+            "sets_completed": done_sets,
+            "reps_prescribed": prescribed_reps,
+            "reps_done": reps,
+            "adherence": round(reps / prescribed_reps, 3) if prescribed_reps else 0.0,
+        }

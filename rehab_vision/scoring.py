@@ -74,8 +74,12 @@ def _quantile(xs: list[float], q: float) -> float:
     return float(np.quantile(xs, q)) if xs else math.nan
 
 
-def _compensation_value(rule: Compensation, frames: Sequence[FrameMeasures],
-                        sides: Sequence[str], near_peak: Sequence[FrameMeasures]) -> float:
+def _compensation_value(
+    rule: Compensation,
+    frames: Sequence[FrameMeasures],
+    sides: Sequence[str],
+    near_peak: Sequence[FrameMeasures],
+) -> float:
     """The worst value of the rule's measure over the rep (NaN if not measurable)."""
     if rule.kind == "trunk_lean":
         return _quantile(_finite(f.trunk_lean for f in frames), 0.9)
@@ -145,9 +149,11 @@ def score_rep(
                 faults.append(Fault("symmetry", SYMMETRY_CUE, asym, ASYM_FAULT_DEG))
     # Frames in the outer 30 % of this rep's excursion ("at the bottom").
     reach = abs(peak_deg - rest_deg)
-    near_peak = [f for f in frames
-                 if (a := combined_angle(f, tuple(sides))) is not None
-                 and abs(a - rest_deg) >= 0.7 * reach]
+    near_peak = [
+        f
+        for f in frames
+        if (a := combined_angle(f, tuple(sides))) is not None and abs(a - rest_deg) >= 0.7 * reach
+    ]
     comp_scores = []
     for rule in spec.compensation:
         if not _view_ok(rule, frames):

@@ -15,10 +15,13 @@ from .landmarks import Landmarks, PoseSequence
 from .measures import FrameMeasures, combined_angle, measure
 from .scoring import Fault, score_rep
 from .specs import ExerciseSpec, Side
+from .view import ViewStatus, ViewWatch, frame_view
 
-LOST_CUE_AFTER_S = 1.5
+LOST_CUE_AFTER_S = 1.5  # how long nobody / a cut-off body is seen before the patient is told
 START_WINDOW_S = 0.3  # auto direction: the start position is the median angle over this time
 BUFFER_S = 30.0
+TRACE_STEP_S = 0.1  # the angle trace kept for the report's chart: at most 10 points a second
+TRACE_MAX = 36_000  # one hour of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +40,16 @@ class RepResult:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "index": self.index, "start_s": round(self.start_s, 3),
-            "peak_s": round(self.peak_s, 3), "end_s": round(self.end_s, 3),
-            "rom_deg": self.rom_deg, "peak_deg": self.peak_deg,
-            "rom_fraction": self.rom_fraction, "score": self.score,
-            "components": self.components, "side": self.side,
+            "index": self.index,
+            "start_s": round(self.start_s, 3),
+            "peak_s": round(self.peak_s, 3),
+            "end_s": round(self.end_s, 3),
+            "rom_deg": self.rom_deg,
+            "peak_deg": self.peak_deg,
+            "rom_fraction": self.rom_fraction,
+            "score": self.score,
+            "components": self.components,
+            "side": self.side,
             "faults": [f.as_dict() for f in self.faults],
         }
 
@@ -55,6 +63,7 @@ class FrameUpdate:
     reps: int
     new_reps: tuple[RepResult, ...] = ()  # reps completed on this frame
     cue: Cue | None = None
+    view: ViewStatus = "ok"  # in view / step back / not in view (held for a while)
 
     @property
     def rep(self) -> RepResult | None:
@@ -109,9 +118,15 @@ class _SideChooser:
 class ExerciseSession:
     """Feed one frame at a time with :meth:`feed`; read ``reps`` and :meth:`summary`."""
 
-    def __init__(self, spec: ExerciseSpec, side: Side | None = None,
-                 counter: CounterConfig | None = None, cue_limiter: CueLimiter | None = None,
-                 min_cutoff: float = 1.5, beta: float = 0.05) -> None:
+    def __init__(
+        self,
+        spec: ExerciseSpec,
+        side: Side | None = None,
+        counter: CounterConfig | None = None,
+        cue_limiter: CueLimiter | None = None,
+        min_cutoff: float = 1.5,
+        beta: float = 0.05,
+    ) -> None:
         self.spec = spec
         self.side: Side = side or spec.side
         self.counter = RepCounter(counter or CounterConfig(min_rom=spec.min_rom_deg))
@@ -128,9 +143,9 @@ class ExerciseSession:
         self._chosen: str | None = None
         self._last_sides: tuple[str, ...] = ("left", "right")
         self._buffer: deque[FrameMeasures] = deque()
-        self._last_seen: float | None = None
-        self._lost_cued = False
+        self.view = ViewWatch(after_s=LOST_CUE_AFTER_S)
         self.reps: list[RepResult] = []
+        self.trace: deque[tuple[float, float]] = deque(maxlen=TRACE_MAX)  # (t, smoothed deg)
         self.frames = 0
         self.tracked_frames = 0
         self.first_t: float | None = None
@@ -175,18 +190,28 @@ class ExerciseSession:
         cue_keys: list[str] = []
         if angle is not None:
             self.tracked_frames += 1
-            self._last_seen = t
-            self._lost_cued = False
-        elif (self._last_seen is None or t - self._last_seen > LOST_CUE_AFTER_S) and (
-                not self._lost_cued and (self._last_seen is not None or self.frames > 15)):
+            if not self.trace or t - self.trace[-1][0] >= TRACE_STEP_S:
+                self.trace.append((t, angle))
+        needed = [self.spec.angle.landmarks(s) for s in (sides or self._last_sides)]
+        changed = self.view.update(t, frame_view(lm, needed, angle is not None))
+        if changed == "not_in_view":
             cue_keys.append("step_into_view")
-            self._lost_cued = True
+        elif changed == "step_back":
+            cue_keys.append("step_back")
         new_reps = tuple(self._finish_rep(ev, sides or self._last_sides) for ev in events)
         for rep in new_reps:
             cue_keys.extend(sorted({f.cue for f in rep.faults}, key=lambda k: PRIORITY.get(k, 50)))
         cue = self.cues.pick(t, cue_keys) if cue_keys else None
-        return FrameUpdate(t=t, tracked=angle is not None, angle=angle, phase=self.counter.phase,
-                           reps=self.counter.count, new_reps=new_reps, cue=cue)
+        return FrameUpdate(
+            t=t,
+            tracked=angle is not None,
+            angle=angle,
+            phase=self.counter.phase,
+            reps=self.counter.count,
+            new_reps=new_reps,
+            cue=cue,
+            view=self.view.status,
+        )
 
     def finish(self) -> tuple[RepResult, ...]:
         """End of the set: count what frames held back after a loss of tracking still show."""
@@ -221,13 +246,27 @@ class ExerciseSession:
     def _finish_rep(self, ev: RepEvent, sides: tuple[str, ...]) -> RepResult:
         frames = [m for m in self._buffer if ev.start_t <= m.t <= ev.end_t]
         sign = self.spec.sign
-        rs = score_rep(self.spec, frames, sides or ("left", "right"),
-                       rest_deg=sign * ev.rest_depth, peak_deg=sign * ev.peak_depth,
-                       duration_s=ev.duration_s)
-        rep = RepResult(index=ev.index, start_s=ev.start_t, peak_s=ev.peak_t, end_s=ev.end_t,
-                        rom_deg=rs.rom_deg, peak_deg=rs.peak_deg, rom_fraction=rs.rom_fraction,
-                        score=rs.score, components=rs.components, faults=rs.faults,
-                        side="+".join(sides) if sides else "none")
+        rs = score_rep(
+            self.spec,
+            frames,
+            sides or ("left", "right"),
+            rest_deg=sign * ev.rest_depth,
+            peak_deg=sign * ev.peak_depth,
+            duration_s=ev.duration_s,
+        )
+        rep = RepResult(
+            index=ev.index,
+            start_s=ev.start_t,
+            peak_s=ev.peak_t,
+            end_s=ev.end_t,
+            rom_deg=rs.rom_deg,
+            peak_deg=rs.peak_deg,
+            rom_fraction=rs.rom_fraction,
+            score=rs.score,
+            components=rs.components,
+            faults=rs.faults,
+            side="+".join(sides) if sides else "none",
+        )
         self.reps.append(rep)
         return rep
 
@@ -247,11 +286,20 @@ class ExerciseSession:
             "frames": self.frames,
             "tracked_frames": self.tracked_frames,
             "duration_s": round((self.last_t or 0.0) - (self.first_t or 0.0), 3),
+            "angle_trace": {
+                "t": [round(t, 2) for t, _ in self.trace],
+                "deg": [round(a, 1) for _, a in self.trace],
+            },
+            "rest_deg": self.spec.rest_deg,
+            "target_deg": self.spec.target_deg,
         }
 
 
-def analyze_sequence(seq: PoseSequence, spec: ExerciseSpec, side: Side | None = None,
-                     ) -> ExerciseSession:
+def analyze_sequence(
+    seq: PoseSequence,
+    spec: ExerciseSpec,
+    side: Side | None = None,
+) -> ExerciseSession:
     """Run a whole landmark sequence through a fresh session (pure: same input, same output)."""
     session = ExerciseSession(spec, side=side)
     h, w = seq.frame_size
@@ -262,7 +310,10 @@ def analyze_sequence(seq: PoseSequence, spec: ExerciseSpec, side: Side | None = 
     return session
 
 
-def count_reps(seq: PoseSequence, spec: ExerciseSpec, side: Side | None = None,
-               ) -> list[RepResult]:
+def count_reps(
+    seq: PoseSequence,
+    spec: ExerciseSpec,
+    side: Side | None = None,
+) -> list[RepResult]:
     """The reps of a landmark sequence."""
     return analyze_sequence(seq, spec, side).reps

@@ -17,6 +17,10 @@ from .pose import MAX_SIDE, fit_size
 class VideoFileTrack(MediaStreamTrack):
     """Plays a video file as a live video track, paced at ``fps`` (default: the file's).
 
+    By default every frame of the file is sent, one per ``1/fps`` (another ``fps`` plays the
+    clip faster or slower). With ``realtime=True`` the track is a camera at ``fps`` filming the
+    clip at its own speed: each frame sent is the file's frame shown at that instant (frames
+    repeat or are skipped), so a 20 fps clip lasts as long at 12 and at 30 fps.
     Decoding runs in a worker thread, a frame at a time, so the event loop is not blocked.
     ``recv()`` raises :class:`MediaStreamError` at the end (after ``loops`` passes). With
     ``hold``, the first picture repeats until the event is set, then the clip plays; with
@@ -25,10 +29,21 @@ class VideoFileTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, path: str | Path, fps: float | None = None, loops: int = 1,
-                 max_side: int = MAX_SIDE, hold: asyncio.Event | None = None,
-                 tail_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float | None = None,
+        loops: int = 1,
+        max_side: int = MAX_SIDE,
+        hold: asyncio.Event | None = None,
+        tail_s: float = 0.0,
+        realtime: bool = False,
+    ) -> None:
         super().__init__()
+        self.realtime = realtime
+        self._clip_n0: int | None = None  # realtime: frame number at which the clip started
+        self._k = 0  # realtime: file frames taken so far
+        self._shown: av.VideoFrame | None = None  # realtime: the file frame on show
         self._last: av.VideoFrame | None = None
         self._hold = hold  # until set, the first frame repeats (the patient waits to start)
         self._first: av.VideoFrame | None = None
@@ -53,13 +68,33 @@ class VideoFileTrack(MediaStreamTrack):
                 for frame in c.decode(video=0):
                     yield frame.reformat(width=w, height=h, format="yuv420p")
 
+    async def _clip_frame(self) -> av.VideoFrame | None:
+        """The clip's next picture: its next frame, or (realtime) the one shown now."""
+        if not self.realtime:
+            return await asyncio.to_thread(next, self._frames, None)
+        at = 0.0  # seconds into the clip; it starts once the hold (if any) is released
+        if self._hold is None or self._hold.is_set():
+            if self._clip_n0 is None:
+                self._clip_n0 = self._n
+            at = (self._n - self._clip_n0) / self.fps
+        shown = self._shown
+        while self._k <= int(at * self.source_fps + 1e-6):
+            frame = await asyncio.to_thread(next, self._frames, None)
+            if frame is None:
+                return None
+            shown, self._k = frame, self._k + 1
+        if shown is self._shown and shown is not None:
+            return shown.reformat()  # shown again: a copy, the sender may own the previous one
+        self._shown = shown
+        return shown
+
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
         if self._hold is not None and not self._hold.is_set() and self._first is not None:
             frame = self._first.reformat()  # a copy: the sender may own the previous one
         else:
-            frame = await asyncio.to_thread(next, self._frames, None)
+            frame = await self._clip_frame()
             if frame is None and self._tail > 0 and self._last is not None:
                 self._tail -= 1
                 frame = self._last.reformat()  # the patient stays in view a moment

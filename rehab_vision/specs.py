@@ -127,13 +127,21 @@ class ExerciseSpec(_Strict):
 
     def reversed(self) -> ExerciseSpec:
         """The same exercise done from the other end of the range (rest <-> target)."""
-        return self.model_copy(update={
-            "direction": "extend" if self.direction == "flex" else "flex",
-            "rest_deg": self.target_deg, "target_deg": self.rest_deg,
-            "rom_cue": self.reversed_rom_cue or self.rom_cue,
-            "reversed_rom_cue": self.rom_cue,
-            "phases": Phases(rest=self.phases.peak, going=self.phases.returning,
-                             peak=self.phases.rest, returning=self.phases.going)})
+        return self.model_copy(
+            update={
+                "direction": "extend" if self.direction == "flex" else "flex",
+                "rest_deg": self.target_deg,
+                "target_deg": self.rest_deg,
+                "rom_cue": self.reversed_rom_cue or self.rom_cue,
+                "reversed_rom_cue": self.rom_cue,
+                "phases": Phases(
+                    rest=self.phases.peak,
+                    going=self.phases.returning,
+                    peak=self.phases.rest,
+                    returning=self.phases.going,
+                ),
+            }
+        )
 
     def with_target(self, target_deg: float | None) -> ExerciseSpec:
         """A copy with a clinician-set target angle (e.g. a post-operative limit)."""

@@ -21,7 +21,7 @@ from sqlalchemy import (
     Table,
 )
 
-from rtc_server.records.tables import metadata
+from kernel.records.tables import metadata
 
 rehab_sessions = Table(
     "rehab_sessions",

@@ -10,12 +10,24 @@ from aiohttp import web
 
 import web_client
 from annotation import setup as annotation_setup
+from clinic import setup as clinic_setup
+from kernel.access import Access
+from kernel.metrics import Metrics
+from kernel.records import identifiers, record_api
+from kernel.records.audit import KEY_FILE, AuditLog, load_or_create_key
+from kernel.records.retention import RetentionTask
+from kernel.rooms import RoomRegistry
+from kernel.routing import ROUTER
+from media.service import setup as media_setup
+from recording.service import setup as recording_setup
 from rehab_vision import setup as rehab_setup
 from rtc_server import audit_http, http_api, security
 from rtc_server.config import Settings, prepare_data_dir, signing_secret
 from rtc_server.keys import (
+    ACCESS,
     AUDIT,
     METRICS,
+    NAMESPACE,
     RECORD_CONTRIBUTORS,
     RECORDS,
     RETENTION,
@@ -24,15 +36,10 @@ from rtc_server.keys import (
     SIGNALING,
     SIO,
 )
-from rtc_server.media.service import MEDIA
-from rtc_server.media.service import setup as media_setup
-from rtc_server.metrics import Metrics
-from rtc_server.records.audit import KEY_FILE, AuditLog, load_or_create_key
-from rtc_server.records.recording import setup as recording_setup
-from rtc_server.records.retention import RetentionTask
-from rtc_server.records.store import RecordStore
-from rtc_server.rooms import RoomRegistry
-from rtc_server.routing import ROUTER, make_router
+from rtc_server.migrations import open_store
+from rtc_server.token_watch import token_watch_ctx
+from rtc_server.webhooks import WEBHOOKS, Webhooks
+from rtc_server.workers import make_router
 from signaling.chat import Chat
 from signaling.host_controls import HostControls
 from signaling.lobby import Lobby
@@ -50,18 +57,21 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[audit_http.middleware(signing_secret(settings))],
     )
     metrics = Metrics()
-    store = RecordStore(settings.db_url, node=settings.node_id)
+    store = open_store(settings.db_url, node=settings.node_id)
     registry = RoomRegistry(
         store, settings.lobby_policy, limits.max_rooms, limits.chat_history_on_join
     )
     metrics.track_totals(registry.totals)
+    if settings.audit_key_file is None:
+        # whoever can rewrite the database can then re-sign it: docs/operations.md, Security
+        log.warning("the audit signing key is in the data dir; set audit_key_file elsewhere")
     audit = AuditLog(
         store,
         load_or_create_key(settings.audit_key_file or settings.data_dir / KEY_FILE),
         settings.audit_head_interval_s,
         log_id=settings.node_id,
     )
-    # scale-out: where rooms live (one node by default); see rtc_server/routing.py
+    # scale-out: where rooms live (one node by default); see kernel/routing.py
     router = make_router(settings, registry.totals, lambda: list(registry.rooms))
 
     # the engine-level bound closes a connection outright; below it, oversize events get a
@@ -71,6 +81,8 @@ def create_app(settings: Settings) -> web.Application:
         # browsers may connect from this server's own pages, and from listed origins only
         cors_allowed_origins=settings.cors_origins or None,
         max_http_buffer_size=max(1024 * 1024, 4 * limits.max_message_bytes),
+        ping_interval=limits.ping_interval_s,
+        ping_timeout=limits.ping_timeout_s,
         logger=False,
         engineio_logger=False,
         # several nodes: Socket.IO emits to rooms reach connections on every node
@@ -95,6 +107,13 @@ def create_app(settings: Settings) -> web.Application:
         router=router,
     )
     ns.listen("room_closed", router.release)
+    # webhooks to the hospital's systems: queued under locks, sent from their own task
+    assert settings.webhook_key is not None
+    webhooks = Webhooks(
+        store, settings.webhooks, settings.webhook_key.get_secret_value(), settings.node_id
+    )
+    webhooks.listen(ns)
+    app[WEBHOOKS] = webhooks
     Lobby(ns)
     HostControls(ns)
     Chat(ns, limits.chat_max_chars)
@@ -116,34 +135,37 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[ROOMS] = registry
     app[SIO] = sio
-    app[SIGNALING] = ns
+    app[SIGNALING] = ns  # what features see of it (FeatureHost)
+    app[NAMESPACE] = ns
     app[ROUTER] = router
+    app[ACCESS] = Access(
+        secret=signing_secret(settings),
+        admin_api_key=settings.admin_api_key.get_secret_value() if settings.admin_api_key else "",
+        base_url=settings.base_url,
+        public_url=settings.public_url,
+        token_ttl_s=settings.token_ttl_s,
+        lobby_policy=settings.lobby_policy,
+    )
 
     security.setup(app, settings)
     http_api.setup(app)
+    record_api.setup(app)  # the consult record's export
+    identifiers.setup(ns, store)  # the hospital IDs (join token `mrn`) the record carries
     web_client.setup(app)
-    # feature packages register here: each setup(app) adds routes, handlers and listeners
-    media_setup(app)
-    recording_setup(app, app[MEDIA])
-    annotation_setup(app)
-    rehab_setup(app)
-    # feature events worth an audit entry each, or a per-connection count (high-rate ones)
-    ns.audit_events(
-        {
-            "doc:open": "each",
-            "doc:sync": "summary",
-            "rehab:start": "each",
-            "rehab:stop": "each",
-            "rehab:plan_set": "each",
-            "rehab:plan_run": "each",
-            "rehab:plan_stop": "each",
-            "rehab:progress": "each",
-            "rtc:offer": "summary",
-        }
+    # feature packages register here, each with what it needs: routes, handlers, listeners
+    # and the audit policy of its events
+    media = media_setup(
+        app, ns, settings.media, metrics, participant_labels=settings.metrics_participant_labels
     )
+    recording_setup(app, ns, store, settings.data_dir / "recordings", media)
+    annotation_setup(app, ns, store, settings.data_dir, settings.uploads, settings.pacs)
+    rehab_setup(app, ns, media, store, settings.rehab)
+    clinic_setup(app, ns, store, settings.mqtt, media, webhooks.send)
 
     app.cleanup_ctx.append(_records_ctx)
     app.cleanup_ctx.append(_router_ctx)
+    app.cleanup_ctx.append(token_watch_ctx)
+    app.cleanup_ctx.append(_webhooks_ctx)
     app.on_shutdown.append(_shutdown_signaling)
     return app
 
@@ -166,5 +188,12 @@ async def _router_ctx(app: web.Application) -> AsyncIterator[None]:
     await router.close()
 
 
+async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    webhooks = app[WEBHOOKS]
+    await webhooks.start()
+    yield
+    await webhooks.close()
+
+
 async def _shutdown_signaling(app: web.Application) -> None:
-    await app[SIGNALING].shutdown()
+    await app[NAMESPACE].shutdown()

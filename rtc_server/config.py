@@ -1,10 +1,13 @@
 """One typed Settings object: defaults < config file (TOML) < environment < command-line flags.
 
+The environment is read by pydantic-settings (every field, nested tables and lists included).
+
 Validated once at start; every bad field is reported by name with the reason.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import tomllib
@@ -21,10 +24,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_settings import EnvSettingsSource, SettingsError
 
-from rtc_server.media.settings import MediaSettings
+from annotation.settings import PacsSettings, UploadSettings
+from clinic.settings import MqttSettings
+from media.settings import MediaSettings
+from rehab_vision.settings import RehabSettings
 
 ENV_PREFIX = "TELECONSULT_"
+log = logging.getLogger(__name__)
 
 
 class ConfigError(Exception):
@@ -44,6 +52,86 @@ class Limits(BaseModel):
     max_connections_per_ip: int = Field(1000, ge=1)
     chat_max_chars: int = Field(4000, ge=1, le=100000)
     chat_history_on_join: int = Field(200, ge=0, le=5000)
+    # Engine.IO heartbeat: a peer that answers no ping for interval + timeout is gone
+    ping_interval_s: float = Field(25.0, ge=0.2, le=300)
+    ping_timeout_s: float = Field(20.0, ge=0.2, le=300)
+
+
+class TurnSettings(BaseModel):
+    """A coturn (``turnserver``) run by ``teleconsult serve`` for clients whose UDP is blocked.
+
+    See docs/operations.md, "Restrictive networks / TURN".
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    binary: str = "turnserver"
+    # name or address clients put in their TURN URLs (default: public_url's host, else host)
+    host: str | None = None
+    # addresses coturn listens on (empty: every interface)
+    listen_addresses: list[str] = Field(default_factory=list)
+    port: int = Field(3478, ge=1, le=65535)  # TURN over UDP and TCP
+    tls_port: int = Field(5349, ge=1, le=65535)  # TURN over TLS (only with a certificate)
+    # PEM files for TURN over TLS (default: the server's tls_cert / tls_key)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    udp: bool = True  # also offer turn:...?transport=udp (UDP to one port may pass a firewall)
+    relay_port_min: int = Field(49152, ge=1024, le=65535)
+    relay_port_max: int = Field(49407, ge=1024, le=65535)
+    relay_address: str | None = None  # coturn relay-ip
+    external_address: str | None = None  # coturn external-ip (behind 1:1 NAT)
+    realm: str = Field("teleconsult", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    # where coturn may relay to (default: the SFU's addresses); everything else is refused
+    peer_addresses: list[str] | None = None
+    # the SFU's own peer connections also gather a relay candidate on it (rarely needed)
+    server_relay: bool = False
+    health_interval_s: float = Field(5.0, ge=0.5, le=300)
+
+    @field_validator("listen_addresses", "peer_addresses", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> TurnSettings:
+        if self.relay_port_min > self.relay_port_max:
+            raise ValueError("relay_port_min > relay_port_max")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("turn tls_cert and tls_key go together: give both or neither")
+        if self.port == self.tls_port:
+            raise ValueError("turn port and tls_port must differ")
+        return self
+
+
+class WebhookSettings(BaseModel):
+    """Webhooks to the hospital's own systems (rtc_server/webhooks.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    urls: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(5.0, gt=0, le=60)
+    # retries back off from retry_min_s, doubling to retry_max_s; given up after max_age_s
+    retry_min_s: float = Field(1.0, gt=0, le=3600)
+    retry_max_s: float = Field(300.0, gt=0, le=86400)
+    max_age_s: float = Field(24 * 3600.0, gt=0, le=30 * 86400)
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("urls")
+    @classmethod
+    def _http(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} must start with http:// or https://")
+        return value
 
 
 class Settings(BaseModel):
@@ -69,9 +157,20 @@ class Settings(BaseModel):
     # reverse proxies whose X-Forwarded-For is believed (per-address limits, audit)
     trusted_proxies: list[str] = Field(default_factory=list)
     audit_head_interval_s: float = Field(5.0, gt=0, le=3600)
+    # how often open connections' tokens are checked: revocations written by `teleconsult
+    # revoke` (another process) and expiry (rtc_server/token_watch.py)
+    token_watch_interval_s: float = Field(2.0, gt=0, le=300)
     record_retention_years: float = Field(15.0, ge=1, le=200)
     retention_check_interval_h: float = Field(24.0, gt=0)
     limits: Limits = Field(default_factory=Limits)
+    # --- /metrics (docs/operations.md, "Security"): a bearer token scrapers send, and/or a
+    # listener of its own (then the main port has no /metrics); without either, only direct
+    # loopback requests (no proxy headers) are answered. Per-participant media series carry
+    # room names and identities: off unless asked for.
+    metrics_token: SecretStr | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_participant_labels: bool = False
     # --- scale-out (see docs/operations.md, "Scale-out"): this node's name (its audit log id;
     # unique per node), Redis for placement and cross-node events, worker processes per machine
     node_id: str = Field("main", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -80,8 +179,28 @@ class Settings(BaseModel):
     worker_index: int | None = Field(None, ge=0, le=63)
     node_heartbeat_s: float = Field(1.0, gt=0, le=60)
     node_ttl_s: float = Field(5.0, gt=0, le=600)
+    # public URL of each local worker behind one proxy port, e.g. "https://w{index}.consult.org"
+    # (the proxy routes on the host name: deploy/nginx); unset: the public URL with port + index
+    worker_url_template: str | None = None
     # --- media (SFU): UDP port range, announced address, STUN/TURN (docs/operations.md, Media)
     media: MediaSettings = Field(default_factory=MediaSettings)
+    # --- DICOM C-STORE destination for document exports (docs/annotation.md, "Exports")
+    pacs: PacsSettings | None = None
+    # --- TURN for restrictive networks: a managed coturn (docs/operations.md)
+    turn: TurnSettings = Field(default_factory=TurnSettings)
+    # --- integration (docs/operations.md, "Integration"): webhooks, signed with webhook_key
+    # (generated into <data_dir>/webhook.key), and the portals that may frame the join page
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    webhook_key: SecretStr | None = None
+    frame_ancestors: list[str] = Field(default_factory=list)
+    # --- feature limits that were constants: rehab sessions and guide timers, uploads
+    rehab: RehabSettings = Field(default_factory=RehabSettings)
+    uploads: UploadSettings = Field(default_factory=UploadSettings)
+    # --- logs: `json` writes one JSON object per line; the access log has no query strings
+    log_format: Literal["text", "json"] = "text"
+    access_log: bool = True
+    # --- device readings over MQTT (clinic/mqtt.py, docs/clinic.md)
+    mqtt: MqttSettings | None = None
 
     @field_validator("public_url")
     @classmethod
@@ -90,11 +209,25 @@ class Settings(BaseModel):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/") if value else value
 
-    @field_validator("cors_origins", "trusted_proxies", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", "frame_ancestors", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("worker_url_template")
+    @classmethod
+    def _template_has_index(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value.startswith(("http://", "https://")) or "{index}" not in value
+        ):
+            raise ValueError("must start with http:// or https:// and contain {index}")
+        if value is not None:
+            try:
+                value.format(index=0)
+            except (KeyError, IndexError, ValueError):
+                raise ValueError("may hold no braces but {index}") from None
         return value
 
     @field_validator("redis_url")
@@ -111,6 +244,14 @@ class Settings(BaseModel):
         if self.worker_index is not None and self.worker_index >= self.workers:
             raise ValueError("worker_index must be below workers")
         return self
+
+    @field_validator("frame_ancestors")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not origin.startswith(("http://", "https://")) or any(c in origin for c in " ;,'\""):
+                raise ValueError(f"{origin!r} must be an origin such as https://portal.example")
+        return [o.rstrip("/") for o in value]
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
@@ -131,8 +272,12 @@ class Settings(BaseModel):
         return f"{scheme}://{host}:{self.port}"
 
     def worker_base_url(self, index: int) -> str:
-        """The public URL of local worker `index` (`--workers N`): the base URL, port + index."""
+        """The public URL of local worker `index` (`--workers N`): `worker_url_template` with
+        the index filled in, else the base URL with port + index."""
         from urllib.parse import urlsplit, urlunsplit
+
+        if self.worker_url_template:
+            return self.worker_url_template.format(index=index).rstrip("/")
 
         parts = urlsplit(self.base_url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -151,18 +296,48 @@ class Settings(BaseModel):
         return f"{self.base_url}/join?token={token}"
 
 
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source on an explicit mapping: TELECONSULT_PORT=9000,
+    nested tables with `__` (TELECONSULT_LIMITS__RATE_PER_S=10), lists and tables as JSON
+    (TELECONSULT_MEDIA__BIND_ADDRESSES='["10.0.0.1"]'); a list that is not JSON stays a string
+    for the field's own parsing (comma lists)."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(
+            Settings,  # type: ignore[arg-type]  (a BaseModel: only its fields are read)
+            case_sensitive=False,
+            env_prefix=ENV_PREFIX,
+            env_nested_delimiter="__",
+        )
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k.lower(): v for k, v in self._environ.items()}
+
+    def decode_complex_value(self, field_name: str, field: Any, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)
+        except ValueError:
+            return value
+
+
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """TELECONSULT_PORT=9000 -> {"port": "9000"}; TELECONSULT_LIMITS__RATE_PER_S -> nested."""
-    out: dict[str, Any] = {}
-    for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX):
-            continue
-        path = key[len(ENV_PREFIX) :].lower().split("__")
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
-    return out
+    """The settings given in the environment. Variables with the prefix that name no setting
+    (TELECONSULT_CONFIG aside) are ignored with a warning, not an error: other tools share
+    the prefix. A misspelt field inside a table (TELECONSULT_LIMITS__RATE=1) is still refused."""
+    unknown = sorted(
+        key
+        for key in environ
+        if key.upper().startswith(ENV_PREFIX)
+        and key[len(ENV_PREFIX) :].lower().split("__")[0] not in Settings.model_fields
+        and key.upper() != f"{ENV_PREFIX}CONFIG"
+    )
+    if unknown:
+        log.warning("ignoring environment variables that name no setting: %s", ", ".join(unknown))
+    try:
+        return dict(_EnvSource(environ)())
+    except SettingsError as exc:
+        raise ConfigError(f"invalid settings (environment): {exc}") from exc
 
 
 def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -202,7 +377,6 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
     env_data = _env_overrides(env)
-    env_data.pop("config", None)
     data = _merge(data, env_data)
     data = _merge(data, {k: v for k, v in (overrides or {}).items() if v is not None})
     try:
@@ -236,6 +410,8 @@ def prepare_data_dir(settings: Settings) -> Settings:
         updates["secret_key"] = SecretStr(_read_or_create_secret(data_dir / "secret.key", 48))
     if settings.admin_api_key is None:
         updates["admin_api_key"] = SecretStr(_read_or_create_secret(data_dir / "admin_api.key", 32))
+    if settings.webhook_key is None:
+        updates["webhook_key"] = SecretStr(_read_or_create_secret(data_dir / "webhook.key", 32))
     return settings.model_copy(update=updates)
 
 

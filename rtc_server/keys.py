@@ -1,25 +1,39 @@
-"""Typed keys of the aiohttp Application's shared objects."""
+"""Typed keys of the composition root's own objects; the kernel's are in kernel/keys.py
+(re-exported here for the root's modules)."""
 
 from __future__ import annotations
 
 import socketio
 from aiohttp import web
 
+from kernel.keys import (
+    ACCESS,
+    AUDIT,
+    METRICS,
+    RECORD_CONTRIBUTORS,
+    RECORDS,
+    RETENTION,
+    ROOMS,
+    SIGNALING,
+)
 from rtc_server.config import Settings
-from rtc_server.metrics import Metrics
-from rtc_server.records.audit import AuditLog
-from rtc_server.records.consult_record import RecordContributor
-from rtc_server.records.retention import RetentionTask
-from rtc_server.records.store import RecordStore
-from rtc_server.rooms import RoomRegistry
 from signaling.namespace import ConsultNamespace
 
 SETTINGS = web.AppKey("settings", Settings)
-RECORDS = web.AppKey("records", RecordStore)
-ROOMS = web.AppKey("rooms", RoomRegistry)
-METRICS = web.AppKey("metrics", Metrics)
 SIO = web.AppKey("sio", socketio.AsyncServer)
-SIGNALING = web.AppKey("signaling", ConsultNamespace)
-AUDIT = web.AppKey("audit", AuditLog)
-RECORD_CONTRIBUTORS = web.AppKey("record_contributors", list[RecordContributor])
-RETENTION = web.AppKey("retention", RetentionTask)
+#: the concrete namespace (connections, revocation, shutdown): the root's view of SIGNALING
+NAMESPACE = web.AppKey("namespace", ConsultNamespace)
+
+__all__ = [
+    "ACCESS",
+    "AUDIT",
+    "METRICS",
+    "NAMESPACE",
+    "RECORDS",
+    "RECORD_CONTRIBUTORS",
+    "RETENTION",
+    "ROOMS",
+    "SETTINGS",
+    "SIGNALING",
+    "SIO",
+]

@@ -20,10 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
+from kernel.routing import LoadFn, LocalRouter, RedisRouter, RendezvousRouter, RoomsFn, Router
 from rtc_server.config import Settings
-from rtc_server.records.store import RecordStore
-from rtc_server.routing import worker_settings
+from rtc_server.migrations import open_store
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def init_schema(settings: Settings) -> None:
     """Create the records schema once, before workers race to do it."""
 
     async def run() -> None:
-        store = RecordStore(settings.db_url, node=settings.node_id)
+        store = open_store(settings.db_url, node=settings.node_id)
         await store.start()
         await store.close()
 
@@ -150,3 +151,43 @@ class Supervisor:
                 log.error("worker pid %d did not stop; killing it", proc.pid)
                 proc.kill()
                 proc.wait(timeout=5)
+
+
+def make_router(settings: Settings, load: LoadFn, hosted_rooms: RoomsFn) -> Router:
+    """The router the settings ask for (Redis > local workers > one node)."""
+    if settings.redis_url:
+        return RedisRouter(
+            settings.redis_url,
+            settings.node_id,
+            settings.base_url,
+            load,
+            hosted_rooms,
+            heartbeat_s=settings.node_heartbeat_s,
+            ttl_s=settings.node_ttl_s,
+        )
+    if settings.workers > 1 and settings.worker_index is not None:
+        urls = [settings.worker_base_url(i) for i in range(settings.workers)]
+        return RendezvousRouter(settings.node_id, settings.worker_index, urls)
+    return LocalRouter(settings.node_id, settings.base_url)
+
+
+def worker_settings(base: Settings, index: int) -> Settings:
+    """Settings of local worker `index` of `base.workers`: own port (port + index), own public
+    URL, own node id (`<node_id>-w<index>`) and own slice of the media UDP port range."""
+    update: dict[str, Any] = {
+        "worker_index": index,
+        "port": base.port + index,
+        "node_id": f"{base.node_id}-w{index}",
+    }
+    if base.public_url or base.worker_url_template:
+        update["public_url"] = base.worker_base_url(index)
+    media = base.media
+    if media.udp_port_min is not None and media.udp_port_max is not None:
+        span = (media.udp_port_max - media.udp_port_min + 1) // base.workers
+        if span < 2:
+            raise ValueError("media UDP port range too small to split among the workers")
+        low = media.udp_port_min + index * span
+        update["media"] = media.model_copy(
+            update={"udp_port_min": low, "udp_port_max": low + span - 1}
+        )
+    return base.model_copy(update=update)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the browser app bundle (web_client/static/dist/app.js) with esbuild.
-# Dependencies come from the committed package-lock.json (`npm ci`); nothing is fetched at run
-# time by the server or the browser. Installs Debian's nodejs/npm first when missing.
+# Dependencies come from the committed package-lock.json (`npm ci`), dev tools included (esbuild,
+# and eslint for scripts/test's `npm run lint`); nothing is fetched at run time by the server or
+# the browser. Installs Debian's nodejs/npm first when missing.
 # Re-runs npm ci only when the lockfile changed, and esbuild only when a source changed.
 set -euo pipefail
 cd "$(dirname "$0")/../web_client"
@@ -14,11 +15,16 @@ fi
 
 stamp="node_modules/.installed-$(sha1sum package-lock.json | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
-  npm ci --no-audit --no-fund --loglevel=error
+  echo "teleconsult setup: installing the browser app's npm packages (from package-lock.json)"
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
   touch "$stamp"
 fi
 
 bundle="static/dist/app.js"
 if [ ! -f "$bundle" ] || [ -n "$(find src build.mjs package-lock.json -newer "$bundle" -print -quit)" ]; then
-  node build.mjs
+  echo "teleconsult setup: building the browser app (esbuild)"
+  if ! out=$(node build.mjs 2>&1); then
+    echo "$out" >&2
+    exit 1
+  fi
 fi

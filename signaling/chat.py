@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from signaling.errors import ErrorCode, SignalingError
-from signaling.extensions import Caller
-from signaling.namespace import ConsultNamespace, room_key
+from kernel.errors import ErrorCode, SignalingError
+from signaling.extensions import Caller, room_key
+from signaling.namespace import ConsultNamespace
 from signaling.schemas import ChatHistoryIn, ChatSendIn
 
 

@@ -1,19 +1,30 @@
-"""What feature packages see of a signaling connection."""
+"""What feature packages see of the signaling framework: ``Caller`` and ``FeatureHost``.
+
+The types live in ``kernel/extensions.py`` (kernel modules name them too); features import
+them from here. See docs/architecture.md, "Extension API"."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from kernel.extensions import (
+    AuditPolicy,
+    Caller,
+    FeatureHost,
+    Handler,
+    JoinExtra,
+    Listener,
+    When,
+    admitters_key,
+    room_key,
+)
 
-from signaling.grants import Grants, Role
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """The authenticated sender of an event."""
-
-    sid: str
-    room: str
-    identity: str
-    name: str
-    role: Role
-    grants: Grants
+__all__ = [
+    "AuditPolicy",
+    "Caller",
+    "FeatureHost",
+    "Handler",
+    "JoinExtra",
+    "Listener",
+    "When",
+    "admitters_key",
+    "room_key",
+]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from rtc_server.rooms import Room
-from signaling.errors import ErrorCode, SignalingError
-from signaling.extensions import Caller
-from signaling.namespace import ConsultNamespace, room_key
+from kernel.errors import ErrorCode, SignalingError
+from kernel.outbox import Outbox
+from kernel.rooms import Room
+from signaling.extensions import Caller, room_key
+from signaling.namespace import ConsultNamespace
 from signaling.schemas import (
     HostEndIn,
     HostLockIn,
@@ -35,16 +36,14 @@ class HostControls:
 
     async def on_mute(self, caller: Caller, msg: HostMuteIn) -> dict[str, Any]:
         room = await self._room(caller)
-        async with room.lock:
+        async with self.ns.locked(room) as out:
             target = room.participants.get(msg.identity)
             if target is None:
                 raise SignalingError(ErrorCode.NOT_FOUND, f"{msg.identity} is not in the room.")
             target.forced_mute[msg.kind] = True
             target.muted[msg.kind] = True
-            await self.ns.emit(
-                "mute:request", {"kind": msg.kind, "by": caller.identity}, to=target.sid
-            )
-            await self.ns.emit("participant:updated", target.public(), room=room_key(room.name))
+            out.emit("mute:request", {"kind": msg.kind, "by": caller.identity}, to=target.sid)
+            out.emit("participant:updated", target.public(), room=room_key(room.name))
         await self.ns.audit(
             "host.mute", caller.identity, f"room:{room.name}/{msg.identity}", kind=msg.kind
         )
@@ -53,7 +52,7 @@ class HostControls:
 
     async def on_self_mute(self, caller: Caller, msg: MediaMuteIn) -> dict[str, Any]:
         room = await self._room(caller)
-        async with room.lock:
+        async with self.ns.locked(room) as out:
             me = room.participants.get(caller.identity)
             if me is None:
                 raise SignalingError(ErrorCode.NOT_JOINED, "Join the room first.")
@@ -61,7 +60,7 @@ class HostControls:
             me.muted[msg.kind] = msg.muted
             if not msg.muted:
                 me.forced_mute[msg.kind] = False
-            await self.ns.emit("participant:updated", me.public(), room=room_key(room.name))
+            out.emit("participant:updated", me.public(), room=room_key(room.name))
         if released:
             await self.ns.notify("mute_changed", room.name, caller.identity, msg.kind, False)
         return {"kind": msg.kind, "muted": msg.muted}
@@ -71,7 +70,7 @@ class HostControls:
             raise SignalingError(ErrorCode.CONFLICT, "Use leave to leave the room yourself.")
         room = await self._room(caller)
         removed: Caller | None = None
-        async with room.lock:
+        async with self.ns.locked(room) as out:
             target = room.participants.get(msg.identity)
             entry = room.lobby.get(msg.identity)
             if target is None and entry is None:
@@ -81,11 +80,11 @@ class HostControls:
             room.admitted.discard(msg.identity)
             payload = {"reason": msg.reason or "", "by": caller.identity}
             if entry is not None:
-                await self.ns.deny(room, entry, caller.identity, msg.reason)
-                await self.ns.broadcast_queue(room)
+                await self.ns.deny_locked(room, entry, caller.identity, msg.reason)
+                self.ns.broadcast_queue(room, out)
             if target is not None:
                 removed = self.ns.caller_for(target.sid)
-                await self.ns.remove_participant(room, target, "removed")
+                await self.ns.remove_locked(room, target, "removed", out)
                 self.ns.kick_later(target.sid, "removed", payload)
         await self.ns.audit(
             "host.remove", caller.identity, f"room:{room.name}/{msg.identity}", reason=msg.reason
@@ -96,10 +95,10 @@ class HostControls:
 
     async def on_lock(self, caller: Caller, msg: HostLockIn) -> dict[str, Any]:
         room = await self._room(caller)
-        async with room.lock:
+        async with self.ns.locked(room) as out:
             room.locked = msg.locked
             await self.ns.store.update_room(room.name, locked=msg.locked)
-            await self._announce(room, caller)
+            self._announce(room, caller, out)
         await self.ns.audit(
             "host.lock" if msg.locked else "host.unlock", caller.identity, f"room:{room.name}"
         )
@@ -107,10 +106,10 @@ class HostControls:
 
     async def on_policy(self, caller: Caller, msg: RoomPolicyIn) -> dict[str, Any]:
         room = await self._room(caller)
-        async with room.lock:
+        async with self.ns.locked(room) as out:
             room.lobby_policy = msg.lobby_policy
             await self.ns.store.update_room(room.name, lobby_policy=msg.lobby_policy)
-            await self._announce(room, caller)
+            self._announce(room, caller, out)
         await self.ns.audit(
             "host.policy", caller.identity, f"room:{room.name}", lobby_policy=msg.lobby_policy
         )
@@ -118,8 +117,8 @@ class HostControls:
 
     async def on_end(self, caller: Caller, msg: HostEndIn) -> dict[str, Any]:
         room = await self._room(caller)
-        async with room.lock:
-            left = await self.ns.end_room(room, caller.identity, msg.reason)
+        async with self.ns.locked(room) as out:
+            left = await self.ns.end_room(room, caller.identity, msg.reason, out)
             self.ns.registry.rooms.pop(room.name, None)
         await self.ns.audit("host.end", caller.identity, f"room:{room.name}", reason=msg.reason)
         for who in left:
@@ -127,8 +126,8 @@ class HostControls:
         await self.ns.notify("room_closed", room.name)
         return {"ended": True}
 
-    async def _announce(self, room: Room, caller: Caller) -> None:
-        await self.ns.emit(
+    def _announce(self, room: Room, caller: Caller, out: Outbox) -> None:
+        out.emit(
             "room:updated",
             {"locked": room.locked, "lobby_policy": room.lobby_policy, "by": caller.identity},
             room=room_key(room.name),

@@ -29,16 +29,42 @@ class TokenBucket:
         return False
 
 
-def payload_size(payload: Any) -> int:
-    """Approximate wire size of a decoded Socket.IO payload (bytes count as their length)."""
-    if payload is None:
-        return 0
-    if isinstance(payload, bytes | bytearray | memoryview):
-        return len(payload)
-    if isinstance(payload, str):
-        return len(payload.encode())
-    if isinstance(payload, dict):
-        return 2 + sum(payload_size(k) + payload_size(v) + 2 for k, v in payload.items())
-    if isinstance(payload, list | tuple):
-        return 2 + sum(payload_size(v) + 1 for v in payload)
-    return len(json.dumps(payload, default=str))
+MAX_DEPTH = 32  # nesting of a client payload (the deepest schema nests 4)
+
+
+class PayloadRefused(ValueError):
+    """A payload no handler can take: nested too deep, or text that is not valid Unicode."""
+
+
+def payload_size(payload: Any, max_depth: int = MAX_DEPTH) -> int:
+    """Approximate wire size of a decoded Socket.IO payload (bytes count as their length).
+
+    Walks iteratively; raises PayloadRefused for nesting over `max_depth` or a string with a
+    lone surrogate (JSON allows "\\ud800"; it cannot be stored or sent on as UTF-8)."""
+    total = 0
+    stack: list[tuple[Any, int]] = [(payload, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            raise PayloadRefused(f"the message nests deeper than {max_depth} levels")
+        if item is None:
+            continue
+        if isinstance(item, bytes | bytearray | memoryview):
+            total += len(item)
+        elif isinstance(item, str):
+            try:
+                total += len(item.encode())
+            except UnicodeEncodeError:
+                raise PayloadRefused("the message holds text that is not valid Unicode") from None
+        elif isinstance(item, dict):
+            total += 2
+            for key, value in item.items():
+                total += 2
+                stack.append((key, depth + 1))
+                stack.append((value, depth + 1))
+        elif isinstance(item, list | tuple):
+            total += 2 + len(item)
+            stack.extend((v, depth + 1) for v in item)
+        else:
+            total += len(json.dumps(item, default=str))
+    return total

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from signaling.errors import ErrorCode, SignalingError
+from kernel.errors import ErrorCode, SignalingError
 from signaling.extensions import Caller
 from signaling.namespace import ConsultNamespace
 from signaling.schemas import LobbyAdmitAllIn, LobbyCardIn, LobbyDecisionIn
@@ -22,19 +22,19 @@ class Lobby:
 
     async def on_card(self, caller: Caller, msg: LobbyCardIn) -> dict[str, Any]:
         room = await self.ns.registry.open(caller.room)
-        async with room.lock:
-            await self.ns.set_card(room, caller.identity, msg.card)
+        async with self.ns.locked(room) as out:
+            await self.ns.set_card(room, caller.identity, msg.card, out)
         return {"card": msg.card.model_dump()}
 
     async def on_admit(self, caller: Caller, msg: LobbyDecisionIn) -> dict[str, Any]:
         room = await self.ns.registry.open(caller.room)
-        async with room.lock:
+        async with self.ns.locked(room) as out:
             entry = room.lobby.get(msg.identity)
             if entry is None:
                 raise SignalingError(ErrorCode.NOT_FOUND, f"{msg.identity} is not waiting.")
             room.check_entry(entry.identity, entry.grants, self.ns.max_participants)
-            joined = await self.ns.admit(room, entry, caller.identity)
-            await self.ns.broadcast_queue(room)
+            joined = await self.ns.admit_locked(room, entry, caller.identity, out)
+            self.ns.broadcast_queue(room, out)
         await self.ns.audit("admit", caller.identity, f"room:{caller.room}/{msg.identity}")
         if joined is not None:
             await self.ns.notify("participant_joined", joined)
@@ -42,12 +42,12 @@ class Lobby:
 
     async def on_deny(self, caller: Caller, msg: LobbyDecisionIn) -> dict[str, Any]:
         room = await self.ns.registry.open(caller.room)
-        async with room.lock:
+        async with self.ns.locked(room) as out:
             entry = room.lobby.get(msg.identity)
             if entry is None:
                 raise SignalingError(ErrorCode.NOT_FOUND, f"{msg.identity} is not waiting.")
-            await self.ns.deny(room, entry, caller.identity, msg.reason)
-            await self.ns.broadcast_queue(room)
+            await self.ns.deny_locked(room, entry, caller.identity, msg.reason)
+            self.ns.broadcast_queue(room, out)
         await self.ns.audit(
             "deny", caller.identity, f"room:{caller.room}/{msg.identity}", reason=msg.reason
         )
@@ -57,15 +57,15 @@ class Lobby:
         room = await self.ns.registry.open(caller.room)
         joined: list[Caller] = []
         admitted: list[str] = []
-        async with room.lock:
+        async with self.ns.locked(room) as out:
             for entry in room.lobby_order():
                 if len(room.participants) >= self.ns.max_participants:
                     break
-                who = await self.ns.admit(room, entry, caller.identity)
+                who = await self.ns.admit_locked(room, entry, caller.identity, out)
                 admitted.append(entry.identity)
                 if who is not None:
                     joined.append(who)
-            await self.ns.broadcast_queue(room)
+            self.ns.broadcast_queue(room, out)
         for identity in admitted:
             await self.ns.audit("admit", caller.identity, f"room:{caller.room}/{identity}")
         for who in joined:

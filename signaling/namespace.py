@@ -2,7 +2,8 @@
 
 Connection lifecycle (token check at `connect`, `join` into the room or its waiting room,
 `disconnect`), one dispatcher that validates, size-bounds and rate-limits every client event
-before its handler runs, and the membership operations the lobby and host controls build on.
+before its handler runs; the membership operations the lobby and host controls build on are
+mixed in from `membership_ops.py`.
 Handlers for features (chat, lobby, host controls, media, documents) register with
 `add_handler`; see docs/protocol.md for the wire protocol.
 """
@@ -10,34 +11,64 @@ Handlers for features (chat, lobby, host controls, media, documents) register wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import socketio
 from pydantic import BaseModel, ValidationError
 
-from rtc_server.metrics import Metrics
-from rtc_server.records.audit import AuditLog
-from rtc_server.records.store import RecordStore
-from rtc_server.rooms import LobbyEntry, Participant, Room, RoomRegistry
-from rtc_server.routing import LocalRouter, NodeInfo, PlacementUnavailable, Router
-from signaling.errors import ErrorCode, SignalingError
-from signaling.extensions import Caller
-from signaling.grants import GRANT_NAMES
-from signaling.limits import TokenBucket, payload_size
-from signaling.schemas import JoinIn, LeaveIn, PreConsultCard
-from signaling.tokens import JoinClaims, verify_token
+from kernel import outbox as lockwatch
+from kernel.errors import ErrorCode, SignalingError
+from kernel.grants import GRANT_NAMES, Grants
+from kernel.metrics import Metrics
+from kernel.outbox import LockHeldError, Outbox, holds_room_lock
+from kernel.records.audit import AuditLog
+from kernel.records.store import RecordStore
+from kernel.rooms import Room, RoomRegistry
+from kernel.routing import LocalRouter, NodeInfo, PlacementUnavailable, Router
+from kernel.tokens import JoinClaims, verify_token
+from signaling.extensions import (
+    AuditPolicy,
+    Caller,
+    Handler,
+    JoinExtra,
+    Listener,
+    When,
+    room_key,
+)
+from signaling.limits import PayloadRefused, TokenBucket, payload_size
+from signaling.membership_ops import Connection, RoomMembership
+from signaling.schemas import JoinIn, LeaveIn
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Caller, Any], Awaitable[dict[str, Any] | None]]
-Listener = Callable[..., Awaitable[None]]
-When = Literal["joined", "waiting", "present"]
 LISTENER_KINDS = ("participant_joined", "participant_left", "room_closed", "mute_changed")
+# integration events (rtc_server/webhooks.py): a caller entered the lobby, a recording's files
+# are closed (room, summary), a rehab session report is stored (room, report)
+LISTENER_KINDS += ("lobby_entered", "recording_finished", "rehab_report")
+# event names Socket.IO gives a meaning of its own: never accepted from a client
+RESERVED_EVENTS = frozenset(
+    {
+        "connect",
+        "connect_error",
+        "disconnect",
+        "disconnecting",
+        "error",
+        "newListener",
+        "removeListener",
+    }
+)
+
+# the outbox of the event handler running in this task (sends wait until its locks are free)
+_handler_outbox: ContextVar[Outbox | None] = ContextVar("handler_outbox", default=None)
 
 
 class WrongNode(SignalingError):
@@ -58,31 +89,6 @@ class HandlerSpec:
     max_bytes: int | None
     when: When
     cost: float = 1.0
-
-
-@dataclass(slots=True)
-class Connection:
-    """One Socket.IO connection: its verified token and where it stands."""
-
-    sid: str
-    claims: JoinClaims
-    caller: Caller
-    bucket: TokenBucket
-    ip: str = ""
-    audit_counts: Counter[str] = field(default_factory=Counter)
-    state: Literal["connected", "waiting", "joined", "left"] = "connected"
-    leave_reason: str | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-def room_key(room: str) -> str:
-    """Socket.IO room of a consult's joined participants."""
-    return f"r:{room}"
-
-
-def admitters_key(room: str) -> str:
-    """Socket.IO room of a consult's participants who may admit (they see the queue)."""
-    return f"a:{room}"
 
 
 def remote_address(environ: dict[str, Any], trusted_proxies: frozenset[str] = frozenset()) -> str:
@@ -110,7 +116,7 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
-class ConsultNamespace(socketio.AsyncNamespace):
+class ConsultNamespace(RoomMembership, socketio.AsyncNamespace):
     """The "/" namespace: authentication, membership and event dispatch."""
 
     def __init__(
@@ -146,11 +152,12 @@ class ConsultNamespace(socketio.AsyncNamespace):
         self.router: Router = router or LocalRouter("main", "")
         self.router.on_message(self._on_node_message)
         self.per_ip: Counter[str] = Counter()
-        self.audit_policy: dict[str, Literal["each", "summary"]] = {}
+        self.audit_policy: dict[str, AuditPolicy] = {}
         self.conns: dict[str, Connection] = {}
         self.handlers: dict[str, HandlerSpec] = {}
         self.listeners: dict[str, list[Listener]] = {k: [] for k in LISTENER_KINDS}
-        self.join_extras: list[Callable[[Caller], Awaitable[dict[str, Any]]]] = []
+        self.join_extras: list[JoinExtra] = []
+        self.payload_checks: dict[str, Callable[[Any], Any]] = {}
         self.closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.add_handler("join", JoinIn, self._on_join, when="present")
@@ -172,7 +179,9 @@ class ConsultNamespace(socketio.AsyncNamespace):
 
         `cost` is what one event takes from the connection's rate bucket (high-rate events
         such as document sync may cost less than 1)."""
-        if event in self.handlers or event in ("connect", "disconnect", "error"):
+        if event in RESERVED_EVENTS:
+            raise ValueError(f"event {event!r} is reserved by Socket.IO")
+        if event in self.handlers:
             raise ValueError(f"event {event!r} is already handled")
         if grant is not None and grant not in GRANT_NAMES:
             raise ValueError(f"unknown grant {grant!r}")
@@ -180,7 +189,7 @@ class ConsultNamespace(socketio.AsyncNamespace):
             raise ValueError("cost must be in (0, 10]")
         self.handlers[event] = HandlerSpec(model, handler, grant, max_bytes, when, cost)
 
-    def audit_events(self, policy: dict[str, Literal["each", "summary"]]) -> None:
+    def audit_events(self, policy: dict[str, AuditPolicy]) -> None:
         """Audit successful client events: "each" call, or a per-connection count at disconnect
         ("summary", for high-rate events such as document sync)."""
         self.audit_policy.update(policy)
@@ -191,7 +200,12 @@ class ConsultNamespace(socketio.AsyncNamespace):
             raise ValueError(f"unknown listener kind {kind!r}")
         self.listeners[kind].append(callback)
 
-    def add_join_extra(self, provider: Callable[[Caller], Awaitable[dict[str, Any]]]) -> None:
+    def add_payload_check(self, name: str, check: Callable[[Any], Any]) -> None:
+        """Give payload models a named check (pydantic validation context), e.g. the
+        clinic's questionnaire check of the pre-consult card."""
+        self.payload_checks[name] = check
+
+    def add_join_extra(self, provider: JoinExtra) -> None:
         """Merge `await provider(caller)` into every joined payload (e.g. ICE servers)."""
         self.join_extras.append(provider)
 
@@ -229,7 +243,54 @@ class ConsultNamespace(socketio.AsyncNamespace):
         """Emit; with several nodes (a Redis client manager) the message goes through Redis
         only when its target may be on another node: a room's connections are all on the node
         hosting it, so emits to a local sid, to a room hosted here, or to everyone on this node
-        (target None: shutdown) stay local."""
+        (target None: shutdown) stay local.
+
+        Never sends from a task holding a room lock (see kernel/outbox.py); from an event
+        handler, the send waits in the handler's outbox until the connection lock is free."""
+        send = partial(
+            self._emit_now, event, data, to, room, skip_sid, namespace, callback, ignore_queue
+        )
+        await self._send(send, f"emit {event!r}")
+
+    async def disconnect(self, sid: str, namespace: str | None = None) -> None:
+        """Disconnect a client (never from a task holding a room lock; see `emit`)."""
+        await self._send(partial(super().disconnect, sid, namespace=namespace), "disconnect")
+
+    async def _send(self, send: Callable[[], Awaitable[Any]], what: str) -> None:
+        if holds_room_lock():
+            if lockwatch.STRICT:
+                raise LockHeldError(f"{what} while a room lock is held")
+            # never block the lock holder on a peer: the send waits for the lock elsewhere
+            log.error("%s while a room lock is held; sent from a task of its own", what)
+            self.spawn(send())
+            return
+        out = _handler_outbox.get()
+        if out is not None and out.captures():
+            out.later(send)
+            return
+        await send()
+
+    @contextlib.asynccontextmanager
+    async def locked(self, room: Room) -> AsyncIterator[Outbox]:
+        """Hold `room.lock`; sends queued in the yielded outbox go out after its release."""
+        out = Outbox(self.emit)
+        try:
+            async with room.lock:
+                yield out
+        finally:
+            await out.flush()
+
+    async def _emit_now(
+        self,
+        event: str,
+        data: Any,
+        to: Any,
+        room: Any,
+        skip_sid: Any,
+        namespace: str | None,
+        callback: Any,
+        ignore_queue: bool,
+    ) -> None:
         target = to if to is not None else room
         if not ignore_queue and self._local_target(target):
             ignore_queue = True
@@ -259,6 +320,18 @@ class ConsultNamespace(socketio.AsyncNamespace):
         conn = self.conns.get(sid)
         return conn.caller if conn else None
 
+    def claims_for(self, sid: str) -> JoinClaims | None:
+        """The verified join token of a connection, if connected."""
+        conn = self.conns.get(sid)
+        return conn.claims if conn else None
+
+    def set_grants(self, sid: str, grants: Grants) -> None:
+        """Change a live connection's grants (teaching rounds: promote, demote)."""
+        conn = self.conns.get(sid)
+        if conn is not None:
+            conn.claims = conn.claims.model_copy(update={"grants": grants})
+            conn.caller = dataclasses.replace(conn.caller, grants=grants)
+
     # connection lifecycle -----------------------------------------------------------------------
 
     async def audit(
@@ -279,6 +352,40 @@ class ConsultNamespace(socketio.AsyncNamespace):
         takes its place in the log in the order queued; the commit follows within a batch)."""
         if self.audit_log is not None:
             self.spawn(self.audit(action, subject, obj, result, **detail))
+
+    def audit_queued(
+        self, action: str, subject: str, obj: str, result: str = "ok", **detail: Any
+    ) -> asyncio.Future[None] | None:
+        """Queue an audit entry now, without awaiting (allowed under a room lock: it shares
+        the commit of the writes queued with it); await the future for its commit (see
+        `audit_committed`). None without an audit log or if the entry could not be queued."""
+        if self.audit_log is None:
+            return None
+        try:
+            return self.audit_log.append_soon(action, subject, obj, result, detail)[1]
+        except Exception:
+            log.exception("could not write an audit entry for %s", action)
+            return None
+
+    async def audit_committed(self, committed: asyncio.Future[None] | None, action: str) -> None:
+        """Wait for an entry queued by `audit_queued`; never fails the caller."""
+        if committed is None:
+            return
+        try:
+            await committed
+        except Exception:
+            log.exception("could not write an audit entry for %s", action)
+
+    def _first_of(self, action: str, subject: str, obj: str, result: str, key: str) -> bool:
+        """False for a repeat the audit log counts instead of writing (AuditLog.aggregate)."""
+        return self.audit_log is None or self.audit_log.aggregate(action, subject, obj, result, key)
+
+    def _audit_refused(self, conn: Connection, event: Any, exc: SignalingError) -> None:
+        """Audit a refused client event: the first of each (event, code) per window, then a
+        count (a client looping on a refused event writes one row a minute)."""
+        name, obj = str(event)[:64], f"room:{conn.caller.room}"
+        if self._first_of("event.refused", conn.caller.identity, obj, exc.code, name):
+            self.audit_soon("event.refused", conn.caller.identity, obj, exc.code, event=name)
 
     async def _audit_event(self, conn: Connection, event: str, msg: BaseModel) -> None:
         # the payload's identifying fields only (never free text or binary content)
@@ -314,7 +421,8 @@ class ConsultNamespace(socketio.AsyncNamespace):
         except SignalingError as exc:
             self.metrics.refused.labels(exc.code).inc()
             log.info("connection refused: %s", exc.code)
-            self.audit_soon("connect", subject, f"room:{room_name}", exc.code, ip=ip)
+            if self._first_of("connect", subject, f"room:{room_name}", exc.code, ip):
+                self.audit_soon("connect", subject, f"room:{room_name}", exc.code, ip=ip)
             # a room loaded only to refuse this connection is not kept (nor its placement)
             if self.registry.unload_if_idle(room_name):
                 await self._notify("room_closed", room_name)
@@ -364,6 +472,10 @@ class ConsultNamespace(socketio.AsyncNamespace):
         await self.audit("token.revoke", by, f"token:{jti}", reason=reason, kicked=kicked)
         return kicked
 
+    def kick_token(self, jti: str, by: str, reason: str | None) -> int:
+        """Drop this node's live connections of a revoked token id; how many."""
+        return self._kick_jti(jti, by, reason)
+
     def _kick_jti(self, jti: str, by: str, reason: str | None) -> int:
         kicked = 0
         for conn in list(self.conns.values()):
@@ -396,14 +508,32 @@ class ConsultNamespace(socketio.AsyncNamespace):
             raise WrongNode(node)
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
-        """Route connect/disconnect to their methods and every other event to `dispatch`."""
-        if event == "connect":
+        """Route the server's own connect/disconnect to their methods and every client event
+        (a client's "connect" or "disconnect" included: refused there) to `dispatch`."""
+        if event == "connect" and self._is_server_connect(args):
             return await self.on_connect(*args)
-        if event == "disconnect":
+        if event == "disconnect" and self._is_server_disconnect(args):
             return await self.on_disconnect(*args)
         sid = args[0]
         data = args[1] if len(args) > 1 else None
         return await self.dispatch(sid, event, data)
+
+    def _is_server_connect(self, args: tuple[Any, ...]) -> bool:
+        """python-socketio's own connect: the sid is still connecting and the environ is the
+        server's object (a client event's payload is decoded JSON, never that object)."""
+        if len(args) < 2 or self.server is None:
+            return False
+        sid, environ = args[0], args[1]
+        return not self.server.manager.is_connected(
+            sid, self.namespace
+        ) and environ is self.server.get_environ(sid, self.namespace)
+
+    def _is_server_disconnect(self, args: tuple[Any, ...]) -> bool:
+        """python-socketio's own disconnect: it marks the sid as disconnecting first, while a
+        client event only reaches here from a connected sid."""
+        if not args or self.server is None:
+            return False
+        return not self.server.manager.is_connected(args[0], self.namespace)
 
     # dispatch -----------------------------------------------------------------------------------
 
@@ -419,10 +549,26 @@ class ConsultNamespace(socketio.AsyncNamespace):
             spec = self.handlers.get(event) if isinstance(event, str) else None
             if not conn.bucket.take(spec.cost if spec else 1.0):
                 raise SignalingError(ErrorCode.RATE_LIMITED, "Too many messages; slow down.")
+            if event in RESERVED_EVENTS:
+                self.audit_soon(
+                    "event.reserved",
+                    conn.caller.identity,
+                    f"room:{conn.caller.room}",
+                    ErrorCode.RESERVED_EVENT.value,
+                    event=event,
+                    ip=conn.ip,
+                )
+                raise SignalingError(
+                    ErrorCode.RESERVED_EVENT, f"{event!r} is reserved; clients may not send it."
+                )
             if spec is None:
                 raise SignalingError(ErrorCode.UNKNOWN_EVENT, f"Unknown event {str(event)[:64]!r}.")
             limit = spec.max_bytes or self.max_message_bytes
-            if payload_size(data) > limit:
+            try:
+                size = payload_size(data)
+            except PayloadRefused as exc:
+                raise SignalingError(ErrorCode.INVALID_PAYLOAD, str(exc)) from None
+            if size > limit:
                 raise SignalingError(
                     ErrorCode.PAYLOAD_TOO_LARGE, f"The message is larger than {limit} bytes."
                 )
@@ -432,11 +578,12 @@ class ConsultNamespace(socketio.AsyncNamespace):
                     ErrorCode.PERMISSION_DENIED, f"Your role may not do this ({spec.grant})."
                 )
             try:
-                msg = spec.model.model_validate({} if data is None else data)
+                msg = spec.model.model_validate(
+                    {} if data is None else data, context=self.payload_checks
+                )
             except ValidationError as exc:
                 raise SignalingError(ErrorCode.INVALID_PAYLOAD, _validation_message(exc)) from None
-            async with conn.lock:
-                result = await spec.handler(conn.caller, msg)
+            result = await self._run_handler(conn, spec, msg)
             self.metrics.events.labels(event).inc()
             policy = self.audit_policy.get(event)
             if policy == "summary":
@@ -445,6 +592,8 @@ class ConsultNamespace(socketio.AsyncNamespace):
                 await self._audit_event(conn, event, msg)
             return {"ok": True, **(result or {})}
         except SignalingError as exc:
+            if conn is not None and exc.code is not ErrorCode.RESERVED_EVENT:  # audited above
+                self._audit_refused(conn, event, exc)
             return await self._reply_error(sid, event, ref, exc)
         except Exception:
             log.exception("handler for %r failed", event)
@@ -453,6 +602,19 @@ class ConsultNamespace(socketio.AsyncNamespace):
             )
         finally:
             self.metrics.event_seconds.observe(time.perf_counter() - started)
+
+    async def _run_handler(
+        self, conn: Connection, spec: HandlerSpec, msg: BaseModel
+    ) -> dict[str, Any] | None:
+        """Run a handler under the connection's lock; its sends go out after the release."""
+        out = Outbox()
+        token = _handler_outbox.set(out)
+        try:
+            async with conn.lock:
+                return await spec.handler(conn.caller, msg)
+        finally:
+            _handler_outbox.reset(token)
+            await out.flush()
 
     def _check_state(self, conn: Connection, when: When) -> None:
         if when == "present" and conn.state in ("connected", "waiting", "joined"):
@@ -473,271 +635,19 @@ class ConsultNamespace(socketio.AsyncNamespace):
         await self.emit("error", payload, to=sid)
         return {"ok": False, "error": payload}
 
-    # join / leave -------------------------------------------------------------------------------
-
-    async def _on_join(self, caller: Caller, msg: JoinIn) -> dict[str, Any]:
-        conn = self.conns[caller.sid]
-        if conn.state != "connected":
-            raise SignalingError(ErrorCode.CONFLICT, f"Already {conn.state}.")
-        room = await self.registry.open(caller.room)
-        card = msg.card.model_dump() if msg.card else None
-        async with room.lock:
-            room.check_entry(caller.identity, caller.grants, self.max_participants)
-            if room.needs_lobby(caller.identity, caller.role):
-                waiting = await self._enter_lobby_locked(conn, room, card)
-            else:
-                waiting = None
-                joined = await self._admit_locked(conn, room)
-        if waiting is not None:
-            await self.audit("join", caller.identity, f"room:{caller.room}", "waiting")
-            return waiting
-        await self.audit("join", caller.identity, f"room:{caller.room}", "joined")
-        await self._notify("participant_joined", caller)
-        return joined
-
-    async def _on_leave(self, caller: Caller, _msg: LeaveIn) -> dict[str, Any]:
-        conn = self.conns[caller.sid]
-        if conn.state not in ("waiting", "joined"):
-            raise SignalingError(ErrorCode.CONFLICT, "Not in the room.")
-        was_waiting = conn.state == "waiting"
-        left = await self._depart(conn, "left", abandon=was_waiting)
-        conn.state = "left"
-        await self.audit("leave", caller.identity, f"room:{caller.room}")
-        if left is not None:
-            await self._notify("participant_left", left, "left")
-        return {"left": True}
-
-    # membership operations (callers hold conn.lock; these take room.lock themselves) ------------
-
-    async def _enter_lobby_locked(
-        self, conn: Connection, room: Room, card: dict[str, Any] | None
-    ) -> dict[str, Any]:
-        caller = conn.caller
-        old = room.lobby.get(caller.identity)
-        if old is not None and old.sid != conn.sid:
-            self.kick_later(old.sid, "replaced", {"reason": "replaced"})
-        record = await self.store.request_admission(
-            room.name, caller.identity, caller.name, caller.role.value, card
-        )
-        room.lobby[caller.identity] = LobbyEntry(
-            sid=conn.sid,
-            identity=caller.identity,
-            name=caller.name,
-            role=caller.role,
-            grants=caller.grants,
-            admission_id=record.id,
-            requested_at=record.requested_at,
-            card=record.card,
-        )
-        conn.state = "waiting"
-        await self.broadcast_queue(room, skip_sid=conn.sid)
-        return {"status": "waiting", **self._position(room, caller.identity)}
-
-    async def _admit_locked(self, conn: Connection, room: Room) -> dict[str, Any]:
-        """Make `conn` a joined participant (room.lock held); returns the joined payload."""
-        caller = conn.caller
-        if conn.sid not in self.conns:
-            raise SignalingError(ErrorCode.CONFLICT, "The connection has gone.")
-        old = room.participants.get(caller.identity)
-        if old is not None and old.sid != conn.sid:
-            # the newest connection of an identity wins (a reload, a second device)
-            await self._remove_participant_locked(room, old, "replaced")
-            self.kick_later(old.sid, "replaced", {"reason": "replaced"})
-        session_id = await self.store.open_session(
-            room.name, caller.identity, caller.name, caller.role.value
-        )
-        participant = Participant(
-            sid=conn.sid,
-            identity=caller.identity,
-            name=caller.name,
-            role=caller.role,
-            grants=caller.grants,
-            joined_at=time.time(),
-            session_id=session_id,
-        )
-        room.participants[caller.identity] = participant
-        room.admitted.add(caller.identity)
-        conn.state = "joined"
-        await self.enter_room(conn.sid, room_key(room.name))
-        if caller.grants.admit:
-            await self.enter_room(conn.sid, admitters_key(room.name))
-        await self.emit(
-            "participant:joined",
-            participant.public(),
-            room=room_key(room.name),
-            skip_sid=conn.sid,
-        )
-        payload: dict[str, Any] = {
-            "status": "joined",
-            "self": participant.public(),
-            "room": room.state(),
-            "chat": [m.as_event() for m in room.recent_chat],
-        }
-        if caller.grants.admit:
-            payload["lobby"] = self._queue(room)
-        for extra in self.join_extras:
-            payload.update(await extra(caller))
-        peers = await self.router.peer_urls()
-        if peers:
-            # several nodes: where to reconnect if this node goes away (docs/protocol.md)
-            payload["nodes"] = peers
-        return payload
-
-    async def admit(self, room: Room, entry: LobbyEntry, by: str) -> Caller | None:
-        """Admit a waiting entry (room.lock held); returns whom to announce as joined."""
-        conn = self.conns.get(entry.sid)
-        room.lobby.pop(entry.identity, None)
-        waited = time.time() - entry.requested_at
-        await self.store.decide_admission(entry.admission_id, "admitted", by)
-        room.admitted.add(entry.identity)
-        room.note_wait(waited)
-        if conn is None:
-            return None
-        joined = await self._admit_locked(conn, room)
-        await self.emit("lobby:admitted", {**joined, "by": by}, to=conn.sid)
-        return conn.caller
-
-    async def deny(self, room: Room, entry: LobbyEntry, by: str, reason: str | None) -> None:
-        """Turn a waiting entry away (room.lock held) and close its connection."""
-        room.lobby.pop(entry.identity, None)
-        await self.store.decide_admission(entry.admission_id, "denied", by, reason)
-        conn = self.conns.get(entry.sid)
-        if conn is not None:
-            conn.state = "left"
-            self.kick_later(
-                entry.sid, "denied", {"reason": reason or "", "by": by}, event="lobby:denied"
-            )
-
-    async def remove_participant(self, room: Room, participant: Participant, reason: str) -> None:
-        """Take a joined participant out of the room (room.lock held)."""
-        await self._remove_participant_locked(room, participant, reason)
-
-    async def _remove_participant_locked(
-        self, room: Room, participant: Participant, reason: str
-    ) -> None:
-        if room.participants.get(participant.identity) is participant:
-            del room.participants[participant.identity]
-        await self.store.close_session(participant.session_id, reason)
-        await self.leave_room(participant.sid, room_key(room.name))
-        await self.leave_room(participant.sid, admitters_key(room.name))
-        conn = self.conns.get(participant.sid)
-        if conn is not None:
-            conn.state = "left"
-            conn.leave_reason = reason
-        await self.emit(
-            "participant:left",
-            {"identity": participant.identity, "reason": reason},
-            room=room_key(room.name),
-        )
-
-    async def _depart(self, conn: Connection, reason: str, abandon: bool = False) -> Caller | None:
-        """Remove a connection from its room or lobby; returns the caller if it had joined."""
-        room = self.registry.get(conn.caller.room)
-        if room is None:
-            return None
-        left: Caller | None = None
-        unloaded = False
-        async with room.lock:
-            identity = conn.caller.identity
-            participant = room.participants.get(identity)
-            if participant is not None and participant.sid == conn.sid:
-                await self._remove_participant_locked(room, participant, reason)
-                left = conn.caller
-            entry = room.lobby.get(identity)
-            if entry is not None and entry.sid == conn.sid:
-                del room.lobby[identity]
-                if abandon:
-                    await self.store.decide_admission(entry.admission_id, "left", identity)
-                await self.broadcast_queue(room)
-            unloaded = self.registry.unload_if_idle(room.name)
-        if unloaded:
-            await self._notify("room_closed", room.name)
-        return left
-
-    def kick_later(
-        self, sid: str, reason: str, data: dict[str, Any], event: str | None = None
-    ) -> None:
-        """Tell a connection why, then disconnect it (outside the caller's locks)."""
-        conn = self.conns.get(sid)
-        if conn is not None:
-            conn.leave_reason = reason
-
-        async def kick() -> None:
-            await self.emit(event or reason, data, to=sid)
-            await self.disconnect(sid)
-
-        self.spawn(kick())
-
-    def spawn(self, coro: Awaitable[Any]) -> None:
-        """Run a background task that is kept referenced and awaited at shutdown."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # lobby views --------------------------------------------------------------------------------
-
-    def _queue(self, room: Room) -> list[dict[str, Any]]:
-        now = time.time()
-        return [e.for_admitters(now) for e in room.lobby_order()]
-
-    def _position(self, room: Room, identity: str) -> dict[str, Any]:
-        order = room.lobby_order()
-        position = next((i + 1 for i, e in enumerate(order) if e.identity == identity), 0)
-        admitters = any(p.grants.admit for p in room.participants.values())
-        return {
-            "position": position,
-            "waiting": len(order),
-            "expected_wait_s": room.expected_wait_s(position),
-            "admitters_present": admitters,
-        }
-
-    async def broadcast_queue(self, room: Room, skip_sid: str | None = None) -> None:
-        """Send admitters the queue and every waiting participant its position."""
-        await self.emit(
-            "lobby:queue", {"entries": self._queue(room)}, room=admitters_key(room.name)
-        )
-        for entry in room.lobby_order():
-            if entry.sid != skip_sid:
-                await self.emit(
-                    "lobby:position", self._position(room, entry.identity), to=entry.sid
-                )
-
-    async def set_card(self, room: Room, identity: str, card: PreConsultCard) -> None:
-        """Replace a waiting entry's pre-consult card and show it to admitters."""
-        entry = room.lobby.get(identity)
-        if entry is None:
-            raise SignalingError(ErrorCode.CONFLICT, "You are not in the waiting room.")
-        entry.card = card.model_dump()
-        await self.store.set_card(entry.admission_id, entry.card)
-        await self.broadcast_queue(room)
-
-    # room-wide ----------------------------------------------------------------------------------
-
-    async def end_room(self, room: Room, by: str, reason: str | None) -> list[Caller]:
-        """End a consult for everyone (room.lock held); returns who had joined."""
-        room.ended = True
-        await self.store.update_room(room.name, ended_at=time.time(), ended_by=by)
-        payload = {"by": by, "reason": reason or ""}
-        left: list[Caller] = []
-        for participant in list(room.participants.values()):
-            conn = self.conns.get(participant.sid)
-            await self._remove_participant_locked(room, participant, "room_ended")
-            if conn is not None:
-                left.append(conn.caller)
-            if participant.identity == by:
-                # the ender gets its ack first and closes its own connection
-                await self.emit("room:ended", payload, to=participant.sid)
-            else:
-                self.kick_later(participant.sid, "room_ended", payload, event="room:ended")
-        for entry in list(room.lobby.values()):
-            room.lobby.pop(entry.identity, None)
-            await self.store.decide_admission(entry.admission_id, "abandoned", by, "room ended")
-            self.kick_later(entry.sid, "room_ended", payload, event="room:ended")
-        return left
-
     async def notify(self, kind: str, *args: Any) -> None:
-        """Run the listeners of `kind`; a failing listener is logged, never fatal."""
+        """Run the listeners of `kind`; a failing listener is logged, never fatal.
+
+        `participant_joined` is skipped for a caller no longer joined (it left, or its join
+        could not be recorded and was taken back), so listeners never see a join after its
+        leave."""
+        if kind == "participant_joined" and not self._is_joined(args[0]):
+            return
         await self._notify(kind, *args)
+
+    def _is_joined(self, caller: Caller) -> bool:
+        conn = self.conns.get(caller.sid)
+        return conn is not None and conn.state == "joined"
 
     async def _notify(self, kind: str, *args: Any) -> None:
         for callback in self.listeners[kind]:

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    model_serializer,
+    model_validator,
+)
 
-from signaling.tokens import NAME_PATTERN
+from kernel.tokens import NAME_PATTERN
+
+#: the validation-context name of the check a QuestionnaireResponse must pass (raises
+#: ValueError): clinic.questionnaire.check_response, registered by the clinic's setup
+QUESTIONNAIRE_CHECK = "questionnaire_response"
 
 Identity = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
@@ -47,6 +59,56 @@ class Vitals(BaseModel):
     measured_at: str | None = Field(default=None, max_length=40)
 
 
+class FhirModel(BaseModel):
+    """A FHIR element: unknown fields refused, absent (None) fields left out when dumped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_serializer(mode="wrap")
+    def _drop_none(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None and v != []}
+
+
+class QuestionnaireAnswer(FhirModel):
+    """One answer of a QuestionnaireResponse item (FHIR R4; one value[x])."""
+
+    valueCoding: dict[str, str] | None = None
+    valueBoolean: bool | None = None
+    valueInteger: int | None = None
+    valueDecimal: float | None = None
+    valueString: Annotated[str, StringConstraints(max_length=500)] | None = None
+    item: list[QuestionnaireItem] = Field(default_factory=list, max_length=50)
+
+
+class QuestionnaireItem(FhirModel):
+    """One item of a QuestionnaireResponse."""
+
+    linkId: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    text: Annotated[str, StringConstraints(max_length=500)] | None = None
+    answer: list[QuestionnaireAnswer] = Field(default_factory=list, max_length=20)
+    item: list[QuestionnaireItem] = Field(default_factory=list, max_length=50)
+
+
+class QuestionnaireResponseIn(FhirModel):
+    """The pre-consult symptom questionnaire's answers: a FHIR R4 QuestionnaireResponse,
+    checked against its Questionnaire (clinic/questionnaire.py, docs/clinic.md)."""
+
+    resourceType: Literal["QuestionnaireResponse"]
+    questionnaire: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    status: Literal["in-progress", "completed", "amended"] = "completed"
+    authored: Annotated[str, StringConstraints(max_length=40)] | None = None
+    language: Annotated[str, StringConstraints(max_length=10)] | None = None
+    item: list[QuestionnaireItem] = Field(default_factory=list, max_length=50)
+
+    @model_validator(mode="after")
+    def _fits_questionnaire(self, info: ValidationInfo) -> QuestionnaireResponseIn:
+        # the clinic registers its data-driven check (FeatureHost.add_payload_check)
+        check = (info.context or {}).get(QUESTIONNAIRE_CHECK)
+        if check is not None:
+            check(self.model_dump())
+        return self
+
+
 class PreConsultCard(BaseModel):
     """What a waiting patient tells the doctor before the consult."""
 
@@ -60,6 +122,7 @@ class PreConsultCard(BaseModel):
     allergies: list[ShortText] = Field(default_factory=list, max_length=50)
     vitals: Vitals | None = None
     notes: Annotated[str, StringConstraints(max_length=2000)] = ""
+    questionnaire_response: QuestionnaireResponseIn | None = None
 
 
 class JoinIn(Inbound):
@@ -132,7 +195,7 @@ class ChatSendIn(Inbound):
     """`chat:send`: a room message, optionally replying to an earlier one."""
 
     text: Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
-    reply_to: int | None = Field(default=None, ge=1)
+    reply_to: int | None = Field(default=None, ge=1, le=2**63 - 1)  # a stored message id
 
 
 class ChatHistoryIn(Inbound):

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import socketio
 
-from signaling.grants import Role
-from signaling.tokens import mint_token
+from kernel.grants import Role
+from kernel.tokens import mint_token
 
 WAIT_S = 10.0
 
@@ -150,15 +151,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_process(data_dir: Any, *args: str) -> Iterator[tuple[Any, int, str]]:
-    """`teleconsult serve` in its own process on a free port: (process, port, the printed host
-    join link, "" if none). Stopped with SIGTERM on exit; check `process.returncode` after."""
+def serve_process(
+    data_dir: Any, *args: str, port: int | None = None
+) -> Iterator[tuple[Any, int, str]]:
+    """`teleconsult serve` in its own process on a free port (or `port`): (process, port, the
+    printed host join link, "" if none). Stopped with SIGTERM on exit; check
+    `process.returncode` after."""
     import os
     import signal
     import subprocess
     import sys
 
-    port = free_port()
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELECONSULT_")}
     proc = subprocess.Popen(
         [
@@ -191,3 +195,50 @@ def serve_process(data_dir: Any, *args: str) -> Iterator[tuple[Any, int, str]]:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def _alt_name(x509: Any, ipaddress: Any, address: str) -> Any:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(address))
+    except ValueError:
+        return x509.DNSName(address)
+
+
+def self_signed_cert(folder: Path, address: str) -> tuple[Path, Path]:
+    """A self-signed EC certificate for one IP address or host name (cert.pem, key.pem in
+    `folder`)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([_alt_name(x509, ipaddress, address)]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path

@@ -10,15 +10,16 @@ import sys
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from rtc_server.keys import SIGNALING
-from rtc_server.records.audit import (
+from kernel.records.audit import (
+    KEY_FILE,
     PUBLIC_KEY_FILE,
     AuditEntry,
     check_inclusion,
     prove_inclusion,
     verify_log,
 )
-from rtc_server.records.store import RecordStore
+from rtc_server.keys import SIGNALING
+from rtc_server.migrations import open_store
 from tests.helpers import Client, ConnectRefused, wait_until
 
 
@@ -52,7 +53,7 @@ def public_key(data_dir):
 
 
 async def verify(data_dir):
-    store = RecordStore(f"sqlite+aiosqlite:///{data_dir / 'teleconsult.db'}")
+    store = open_store(f"sqlite+aiosqlite:///{data_dir / 'teleconsult.db'}")
     try:
         return await verify_log(store, public_key(data_dir))
     finally:
@@ -138,7 +139,7 @@ async def test_swapped_rows_are_named(audited):
 
 
 async def test_inclusion_proof(audited):
-    store = RecordStore(f"sqlite+aiosqlite:///{audited / 'teleconsult.db'}")
+    store = open_store(f"sqlite+aiosqlite:///{audited / 'teleconsult.db'}")
     try:
         doc = await prove_inclusion(store, 3)
     finally:
@@ -218,3 +219,24 @@ async def test_per_ip_connection_limit(start_server):
     finally:
         for c in clients:
             await c.close()
+
+
+async def test_a_signing_key_in_the_data_dir_is_warned_about(
+    start_server, data_dir, tmp_path, caplog
+):
+    """By default the audit key lives beside the database it signs (whoever can rewrite one can
+    re-sign it): the server says so; with `audit_key_file` elsewhere it does not."""
+    warning = "the audit signing key is in the data dir"
+    with caplog.at_level("WARNING", logger="rtc_server.app"):
+        live = await start_server()
+        await live.server.close()
+    assert any(warning in r.getMessage() for r in caplog.records)
+    assert (data_dir / KEY_FILE).exists()
+    caplog.clear()
+    elsewhere = tmp_path / "keys" / "audit.key"
+    elsewhere.parent.mkdir()
+    with caplog.at_level("WARNING", logger="rtc_server.app"):
+        live = await start_server(audit_key_file=elsewhere)
+        await live.server.close()
+    assert not any(warning in r.getMessage() for r in caplog.records)
+    assert elsewhere.exists()

@@ -5,7 +5,7 @@ import time
 import jwt
 import pytest
 
-from signaling.tokens import mint_token
+from kernel.tokens import mint_token
 from tests.helpers import Client, ConnectRefused
 
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from kernel.tokens import verify_token
 from rtc_server.config import ConfigError, load_settings, prepare_data_dir, signing_secret
-from signaling.tokens import verify_token
 
 
 def test_precedence_defaults_file_env_flags(tmp_path):
@@ -128,8 +128,13 @@ def test_cli_score_video_is_a_teleconsult_command():
     if not shared.is_dir():
         pytest.skip(f"rehab test data not found at {shared}")
     out = run_cli(
-        "score-video", str(shared / "videos" / "postop_squat.mp4"), "--exercise", "squat",
-        "--landmarks", str(shared / "poses" / "postop_squat.npz"), "--json",
+        "score-video",
+        str(shared / "videos" / "postop_squat.mp4"),
+        "--exercise",
+        "squat",
+        "--landmarks",
+        str(shared / "poses" / "postop_squat.npz"),
+        "--json",
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["reps"] == 4

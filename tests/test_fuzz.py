@@ -23,10 +23,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from kernel.errors import ErrorCode
 from rtc_server.app import create_app
 from rtc_server.config import load_settings, signing_secret
 from rtc_server.keys import SETTINGS, SIGNALING
-from signaling.errors import ErrorCode
 from tests.helpers import Client, Tokens
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))

@@ -7,10 +7,11 @@ import hashlib
 import aiohttp
 import av
 
-from rtc_server.media.client import SyntheticVideoTrack, ToneAudioTrack
-from rtc_server.records.recording import RECORDING
+from media.client import SyntheticVideoTrack, ToneAudioTrack
+from recording.service import RECORDING
 from tests.helpers import server_sql, wait_until
 from tests.media.test_signaling_integration import media_peer
+from tests.validators import check_fhir, ffprobe, probe_span
 
 
 def sink_frames(live, room, key):
@@ -81,15 +82,36 @@ async def test_recording_needs_consent_and_produces_playable_files(live, connect
             else:
                 packets = sum(1 for p in container.demux(audio=0) if p.size)
                 assert packets == f["frames"]
+        # ffprobe reads it without a complaint, as long as it was recorded (not 90x)
+        probe = ffprobe(path)
+        assert len(probe["packets"]) == f["frames"]
+        assert abs(probe_span(probe) - f["duration_s"]) < 0.05, (path.name, probe["format"])
+        assert f["duration_s"] < 60, f
 
     # the files are in the record (Consent + DocumentReference) and in the audit log
     headers = {"Authorization": f"Bearer {live.settings.admin_api_key.get_secret_value()}"}
     url = f"{live.url}/api/rooms/r/record"
     async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as resp:
         bundle = await resp.json()
+    check_fhir(bundle)  # the official FHIR R4 JSON schema and fhir.resources
     kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
     assert kinds.count("Consent") == 3  # dr by starting, cardio no, cardio yes
     assert kinds.count("DocumentReference") == 4
+    # each file's DocumentReference URL serves that very file to the admin key
+    by_hash = {
+        hashlib.sha256((root / f["path"]).read_bytes()).hexdigest(): f for f in files.values()
+    }
+    async with aiohttp.ClientSession() as http:
+        for e in bundle["entry"]:
+            if e["resource"]["resourceType"] != "DocumentReference":
+                continue
+            attachment = e["resource"]["content"][0]["attachment"]
+            assert attachment["url"].startswith(live.url + "/api/rooms/r/recordings/")
+            async with http.get(attachment["url"], headers=headers) as resp:
+                assert resp.status == 200 and resp.content_type == attachment["contentType"]
+                data = await resp.read()
+            assert hashlib.sha256(data).hexdigest() in by_hash
+            assert len(data) == attachment["size"]
     rows = await server_sql(
         live.settings.data_dir / "teleconsult.db",
         "SELECT detail FROM audit_entries WHERE action = 'recording.file'",

@@ -103,16 +103,22 @@ def png(shade: int) -> bytes:
 
 
 async def test_purge_deletes_the_files_only_expired_documents_used(live):
-    await consult(live, "old-consult")
-    await consult(live, "new-consult")
     uploaded = {}
-    for room, shade in [("old-consult", 1), ("old-consult", 2), ("new-consult", 2),
-                        ("new-consult", 3)]:
+    for room, shade in [
+        ("old-consult", 1),
+        ("old-consult", 2),
+        ("new-consult", 2),
+        ("new-consult", 3),
+    ]:
         status, body = await upload(live, room, "dr", "host", png(shade), f"{shade}.png")
         assert status == 201, body
         uploaded[(room, shade)] = body["document"]
-    only_old, shared, only_new = (uploaded[k]["sha256"] for k in [
-        ("old-consult", 1), ("old-consult", 2), ("new-consult", 3)])
+    # shared during the consults (an ended consult takes no new documents)
+    await consult(live, "old-consult")
+    await consult(live, "new-consult")
+    only_old, shared, only_new = (
+        uploaded[k]["sha256"] for k in [("old-consult", 1), ("old-consult", 2), ("new-consult", 3)]
+    )
     assert shared == uploaded[("new-consult", 2)]["sha256"]  # one file, two documents
     documents = live.settings.data_dir / "documents"
     files = {p.name: p for p in documents.rglob("*") if p.is_file()}
@@ -122,10 +128,18 @@ async def test_purge_deletes_the_files_only_expired_documents_used(live):
     for path in files.values():
         then = path.stat().st_mtime - shift
         os.utime(path, (then, then))
-    await sql(live, "UPDATE rooms SET created_at = created_at - ?, ended_at = ended_at - ? "
-              "WHERE name = 'old-consult'", (shift, shift))
-    await sql(live, "UPDATE participant_sessions SET joined_at = joined_at - ?, "
-              "left_at = left_at - ? WHERE room = 'old-consult'", (shift, shift))
+    await sql(
+        live,
+        "UPDATE rooms SET created_at = created_at - ?, ended_at = ended_at - ? "
+        "WHERE name = 'old-consult'",
+        (shift, shift),
+    )
+    await sql(
+        live,
+        "UPDATE participant_sessions SET joined_at = joined_at - ?, "
+        "left_at = left_at - ? WHERE room = 'old-consult'",
+        (shift, shift),
+    )
 
     assert len(await sql(live, "SELECT * FROM document_files")) == 4
     # as if the documents came from a version that did not index their files yet
@@ -137,7 +151,8 @@ async def test_purge_deletes_the_files_only_expired_documents_used(live):
     assert not files[only_old].exists()
     assert files[shared].exists() and files[only_new].exists()
     assert sorted(r[0] for r in await sql(live, "SELECT sha256 FROM document_files")) == sorted(
-        [shared, only_new])  # re-indexed before anything was deleted
+        [shared, only_new]
+    )  # re-indexed before anything was deleted
     entry = await sql(live, "SELECT detail FROM audit_entries WHERE action = 'records.purge_files'")
     assert json.loads(entry[0][0]) == {"document_blobs": 1}
     # the new consult's documents still show
@@ -145,7 +160,9 @@ async def test_purge_deletes_the_files_only_expired_documents_used(live):
     async with aiohttp.ClientSession() as http:
         for shade in (2, 3):
             doc = uploaded[("new-consult", shade)]
-            async with http.get(f"{live.url}/api/rooms/new-consult/documents/{doc['id']}"
-                                "/frames/0.png", headers=headers) as resp:
+            async with http.get(
+                f"{live.url}/api/rooms/new-consult/documents/{doc['id']}/frames/0.png",
+                headers=headers,
+            ) as resp:
                 assert resp.status == 200
                 assert (await resp.read()).startswith(b"\x89PNG")

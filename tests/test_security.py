@@ -1,6 +1,5 @@
 """Hardening: security headers, TLS, CORS allowlist, secrets kept out of logs."""
 
-import datetime
 import logging
 import ssl
 import urllib.request
@@ -8,12 +7,8 @@ import urllib.request
 import aiohttp
 import pytest
 import socketio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from tests.helpers import Client, ConnectRefused, serve_process
+from tests.helpers import Client, ConnectRefused, self_signed_cert, serve_process
 
 
 @pytest.mark.parametrize("path", ["/", "/join?token=x", "/healthz", "/no-such-page"])
@@ -88,35 +83,8 @@ async def test_secrets_and_tokens_never_logged(live, caplog):
         assert needle not in text
 
 
-def make_cert(tmp_path):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def test_serve_over_tls(tmp_path):
-    cert, key = make_cert(tmp_path)
+    cert, key = self_signed_cert(tmp_path, "localhost")
     args = ("--tls-cert", str(cert), "--tls-key", str(key), "--host", "localhost")
     with serve_process(tmp_path / "d", *args) as (proc, port, link):
         assert f"https://localhost:{port}/join?token=" in link, proc.stderr.read()
@@ -134,7 +102,7 @@ def test_serve_over_tls(tmp_path):
 def test_tls_settings_must_pair(tmp_path):
     from rtc_server.config import ConfigError, load_settings
 
-    cert, _key = make_cert(tmp_path)
+    cert, _key = self_signed_cert(tmp_path, "localhost")
     with pytest.raises(ConfigError, match="tls_cert and tls_key"):
         load_settings(overrides={"tls_cert": cert}, environ={})
 

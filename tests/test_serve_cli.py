@@ -4,8 +4,8 @@ import json
 import urllib.request
 from urllib.parse import parse_qs, urlparse
 
+from kernel.tokens import verify_token
 from rtc_server.config import load_settings, prepare_data_dir, signing_secret
-from signaling.tokens import verify_token
 from tests.helpers import serve_process
 
 

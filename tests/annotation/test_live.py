@@ -14,7 +14,7 @@ from annotation.client import ClientError
 from annotation.model import identity_colour
 from annotation.service import ANNOTATION
 from annotation.sync import update_message
-from signaling.grants import Grants
+from kernel.grants import Grants
 from tests.annotation.conftest import CT_BYTES, CT_SMALL, http_get, upload
 
 SPACING = 0.661468
@@ -31,16 +31,19 @@ async def converge(clients, docs, keys=None, timeout=15.0):
     def done():
         first = docs[0].annotations()
         return (keys is None or set(first) == keys) and all(
-            d.annotations() == first for d in docs[1:])
+            d.annotations() == first for d in docs[1:]
+        )
 
     for _ in range(int(timeout / 0.05)):
         if done():
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"not converged: expected {len(keys or ())} marks, have "
-                         f"{[len(d.annotations()) for d in docs]}; missing "
-                         f"{[sorted((keys or set()) - set(d.annotations())) for d in docs]}; "
-                         f"differing {_diff(docs)}")
+    raise AssertionError(
+        f"not converged: expected {len(keys or ())} marks, have "
+        f"{[len(d.annotations()) for d in docs]}; missing "
+        f"{[sorted((keys or set()) - set(d.annotations())) for d in docs]}; "
+        f"differing {_diff(docs)}"
+    )
 
 
 def _diff(docs):
@@ -50,8 +53,17 @@ def _diff(docs):
         for k, v in d.annotations().items():
             if first.get(k) != v:
                 fk = first.get(k) or {}
-                out.append((i, k[:6], {f: (fk.get(f), v.get(f)) for f in set(fk) | set(v)
-                                       if fk.get(f) != v.get(f)}))
+                out.append(
+                    (
+                        i,
+                        k[:6],
+                        {
+                            f: (fk.get(f), v.get(f))
+                            for f in set(fk) | set(v)
+                            if fk.get(f) != v.get(f)
+                        },
+                    )
+                )
     return out[:5]
 
 
@@ -204,7 +216,7 @@ async def test_ct_measurements_and_hu(live, ct_doc, make_client):
     d = await c.open(ct_doc["id"])
     length = d.draw_length((10, 20), (70, 100))
     roi = d.draw_ellipse((44, 48), (84, 72))
-    await d.flush()  # the server's measurements come back in the acks
+    await d.flush()  # the server's measurements come back in the broadcast
     ann = d.annotations()
     assert ann[length]["measurement"]["value"] == pytest.approx(100 * SPACING)
     assert ann[length]["sop_uid"] == ct_doc["sop_uids"][0]
@@ -312,13 +324,19 @@ async def test_gsps_export_for_dicom(live, ct_doc, make_client):
     pr = pydicom.dcmread(BytesIO(body))
     ct = pydicom.dcmread(CT_SMALL)
     assert pr.Modality == "PR"
-    assert pr.ReferencedSeriesSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID \
+    assert (
+        pr.ReferencedSeriesSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID
         == ct.SOPInstanceUID
-    objects = [o for ann in pr.GraphicAnnotationSequence
-               for o in ann.get("GraphicObjectSequence", [])]
+    )
+    objects = [
+        o for ann in pr.GraphicAnnotationSequence for o in ann.get("GraphicObjectSequence", [])
+    ]
     assert sorted(o.GraphicType for o in objects) == ["ELLIPSE", "POLYLINE", "POLYLINE"]
-    texts = [t.UnformattedTextValue for ann in pr.GraphicAnnotationSequence
-             for t in ann.get("TextObjectSequence", [])]
+    texts = [
+        t.UnformattedTextValue
+        for ann in pr.GraphicAnnotationSequence
+        for t in ann.get("TextObjectSequence", [])
+    ]
     assert any("mm" in t for t in texts) and any("lesion" in t for t in texts)
     assert pr.GraphicLayerSequence[0].GraphicLayerDescription == "Dr GSPS"
     voi = pr.SoftcopyVOILUTSequence[0]
@@ -328,5 +346,23 @@ async def test_gsps_export_for_dicom(live, ct_doc, make_client):
     Image.new("RGB", (8, 8)).save(buf, format="PNG")
     status, doc = await upload(live, "mdt", "dr-host", "host", buf.getvalue(), "p.png")
     status, body, _ = await http_get(
-        live, f"/api/rooms/mdt/documents/{doc['document']['id']}/export.gsps.dcm", token)
+        live, f"/api/rooms/mdt/documents/{doc['document']['id']}/export.gsps.dcm", token
+    )
     assert status == 422 and b"not_dicom" in body
+
+
+async def test_a_change_is_acked_in_text_and_its_fixup_comes_broadcast(live, ct_doc, make_client):
+    """The ack of a change is one text frame (seq, fixup); the server's fix-up (author stamp,
+    measurement) comes in the document's broadcast, to the sender too, with the seq it holds."""
+    c = await make_client("dr-f", "clinician")
+    other = await make_client("dr-g", "clinician")
+    d = await c.open(ct_doc["id"])
+    o = await other.open(ct_doc["id"])
+    length = d.draw_length((10, 20), (70, 100))
+    await d.flush()  # acked, saved, and the broadcast with the fix-up arrived
+    assert d.last_ack["replies"] == [] and d.last_ack["fixup"] is True
+    assert d.synced_seq >= d.last_seq >= 1
+    mark = d.annotations()[length]
+    assert mark["author"] == "dr-f" and mark["measurement"]["value"] == pytest.approx(100 * SPACING)
+    await other.wait_until(lambda: "measurement" in o.annotations().get(length, {}))
+    assert same(d, o)

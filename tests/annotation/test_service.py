@@ -1,13 +1,15 @@
-"""Service internals that the live tests reach only under load: doc:saved coalescing."""
+"""Service internals that the live tests reach only under load: doc:saved coalescing, when
+a document is compacted."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from annotation.service import AnnotationService
-from rtc_server.records.store import RecordStore
+from rtc_server.migrations import open_store
 
 
 class SlowNamespace:
@@ -31,7 +33,7 @@ def done_future() -> asyncio.Future[None]:
 
 
 async def test_saves_landing_during_an_emit_are_still_announced(tmp_path: Path):
-    store = RecordStore(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
+    store = open_store(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
     service = AnnotationService(store, tmp_path)
     ns = SlowNamespace()
     service.ns = ns
@@ -44,3 +46,18 @@ async def test_saves_landing_during_an_emit_are_still_announced(tmp_path: Path):
     assert ("doc:saved", {"doc_id": "d" * 32, "seq": 2}, "sid-a") in ns.sent
     assert ("doc:saved", {"doc_id": "d" * 32, "seq": 3}, "sid-b") in ns.sent
     await store.engine.dispose()
+
+
+def test_compaction_waits_for_count_and_half_the_snapshot(tmp_path: Path):
+    """Every compact_every changes, and not before the tail is half the snapshot's size:
+    the O(document) encode costs the same per change whatever the document's size."""
+    store = open_store(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
+    service = AnnotationService(store, tmp_path, compact_every=500)
+    s: Any = SimpleNamespace(since_compaction=499, tail_bytes=10**6, snapshot_bytes=0)
+    assert not service._compaction_due(s)  # a fresh document: every 500 changes
+    s.since_compaction = 500
+    assert service._compaction_due(s)
+    s.snapshot_bytes, s.tail_bytes = 4_000_000, 1_999_999  # 10,000 marks: wait for 2 MB
+    assert not service._compaction_due(s)
+    s.tail_bytes = 2_000_000
+    assert service._compaction_due(s)

@@ -156,6 +156,30 @@ def test_server_fixups_stamp_author_and_measure():
     assert server["annotations"].to_py()["m1"]["measurement"]["value"] == pytest.approx(2.5)
 
 
+def test_fixups_of_a_changed_mark_follow_its_tool():
+    """A changed freehand mark is not read whole (nothing to measure), yet a forged
+    measurement on it is cleared, and a mark turned into a length gets measured."""
+    server = new_doc()
+    engine = SyncEngine(server, after_change=ServerFixups(server, (0.5, 0.5)))
+    client = new_doc()
+    updates: list[bytes] = []
+    client.observe(lambda e: updates.append(e.update))
+    mark(client, "f1", tool="freehand")
+    engine.handle(update_message(updates[-1]), can_write=True, origin=Author("alice", "A"))
+    stroke = annotations_map(client)["f1"]
+    stroke["points"] = [[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]]  # the stroke grows
+    engine.handle(update_message(updates[-1]), can_write=True, origin=Author("alice", "A"))
+    stroke["measurement"] = {"kind": "length", "value": 999}  # forged
+    engine.handle(update_message(updates[-1]), can_write=True, origin=Author("alice", "A"))
+    got = server["annotations"].to_py()["f1"]
+    assert got["measurement"] is None and len(got["points"]) == 3
+    with client.transaction():
+        stroke["tool"] = "length"
+        stroke["points"] = [[0.0, 0.0], [3.0, 4.0]]
+    engine.handle(update_message(updates[-1]), can_write=True, origin=Author("alice", "A"))
+    assert server["annotations"].to_py()["f1"]["measurement"]["value"] == pytest.approx(2.5)
+
+
 def peer(sid: str, identity: str) -> Peer:
     return Peer(sid, identity, identity.title(), "clinician", "#123456")
 

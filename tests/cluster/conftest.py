@@ -68,8 +68,19 @@ class RedisServer:
         if exe is None:
             pytest.skip("redis-server is not installed (scripts/test installs it)")
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -106,8 +117,13 @@ class Postgres:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/teleconsult"
 
     def _run(self, *args: str, timeout: float = 60) -> None:
-        subprocess.run([*self.as_user, *args], check=True, timeout=timeout,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.run(
+            [*self.as_user, *args],
+            check=True,
+            timeout=timeout,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     def start(self) -> None:
         if self.bin is None:
@@ -116,22 +132,54 @@ class Postgres:
             shutil.chown(self.dir, "postgres", "postgres")
             self.as_user = ["runuser", "-u", "postgres", "--"]
         data = self.dir / "data"
-        self._run(str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                  "--no-sync", "-E", "UTF8")
         self._run(
-            str(self.bin / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "log"), "-w",
-            "-t", "60", "-o",
+            str(self.bin / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
             f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
             "start",
         )
-        self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                  "-U", "postgres", "teleconsult")
+        self._run(
+            str(self.bin / "createdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "teleconsult",
+        )
 
     def stop(self) -> None:
         if self.bin is not None and (self.dir / "data" / "postmaster.pid").exists():
             with contextlib.suppress(subprocess.SubprocessError):
-                self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m",
-                          "immediate", "-w", "stop")
+                self._run(
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(self.dir / "data"),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                )
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -162,8 +210,10 @@ class Node:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
                 # not a failure of the test, but worth seeing: the node logs what it waited on
-                warnings.warn(f"node {self.name} did not stop within 20 s of SIGTERM:\n"
-                              f"{self.log_tail(30)}", stacklevel=1)
+                warnings.warn(
+                    f"node {self.name} did not stop within 20 s of SIGTERM:\n{self.log_tail(30)}",
+                    stacklevel=1,
+                )
 
     def log_tail(self, n: int = 40) -> str:
         try:
@@ -185,14 +235,26 @@ class Cluster:
 
     def start_node(self, name: str, *extra: str) -> Node:
         port = free_port()
-        args = [sys.executable, "-m", "rtc_server.cli", "serve", "--port", str(port),
-                "--data-dir", str(self.data_dir), "--node-id", name, *extra]
+        args = [
+            sys.executable,
+            "-m",
+            "rtc_server.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(self.data_dir),
+            "--node-id",
+            name,
+            *extra,
+        ]
         if self.redis is not None:
             args += ["--redis-url", self.redis.url]
         log = self.data_dir.parent / f"{name}-{port}.log"
         with log.open("wb") as out:
-            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                    cwd=REPO)
+            proc = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=REPO
+            )
         node = Node(name, port, proc, log)
         self.nodes[name] = node
         try:
@@ -253,8 +315,9 @@ def _tokens(data_dir: Path) -> Tokens:
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path, redis_server: RedisServer, postgres: Postgres
-                  ) -> AsyncIterator[Cluster]:
+async def cluster(
+    tmp_path: Path, redis_server: RedisServer, postgres: Postgres
+) -> AsyncIterator[Cluster]:
     """A cluster on Redis + PostgreSQL; start nodes with `cluster.start_node(name)`."""
     # a fresh database per test: drop every table left by the previous one
     await _reset_database(postgres.url)

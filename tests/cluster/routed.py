@@ -39,8 +39,9 @@ def _unreachable(exc: ConnectRefused) -> bool:
     return exc.code in (None, "node_unavailable", "internal_error")
 
 
-async def connect_any(urls: list[str], token: str, deadline_s: float = 15.0,
-                      pause_s: float = 0.2) -> Client:
+async def connect_any(
+    urls: list[str], token: str, deadline_s: float = 15.0, pause_s: float = 0.2
+) -> Client:
     """Connect through whichever node answers, following redirects, until `deadline_s`."""
     deadline = time.monotonic() + deadline_s
     last: Exception | None = None

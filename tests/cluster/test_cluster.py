@@ -37,7 +37,9 @@ async def upload_png(url: str, room: str, token: str) -> dict:
     form = aiohttp.FormData()
     form.add_field("file", buf.getvalue(), filename="wound.png", content_type="image/png")
     status, body = await http_json(
-        "POST", f"{url}/api/rooms/{room}/documents", data=form,
+        "POST",
+        f"{url}/api/rooms/{room}/documents",
+        data=form,
         headers={"Authorization": f"Bearer {token}"},
     )
     assert status == 201, body
@@ -53,8 +55,7 @@ async def joined(client: Client) -> Client:
 async def node_ids(url: str) -> set[str]:
     client = aioredis.Redis.from_url(url, decode_responses=True)
     try:
-        return {n for n in await client.smembers("tc:nodes")
-                if await client.exists(f"tc:node:{n}")}
+        return {n for n in await client.smembers("tc:nodes") if await client.exists(f"tc:node:{n}")}
     finally:
         await client.aclose()
 
@@ -84,7 +85,9 @@ async def test_clients_through_different_nodes_meet_and_chat(cluster: Cluster):
         victim = await joined(await connect_routed(other, t("ward", "guest-1", "clinician")))
         claims = jwt.decode(victim.token, options={"verify_signature": False})
         status, body = await http_json(
-            "POST", f"{other}/api/tokens/revoke", json={"jti": claims["jti"]},
+            "POST",
+            f"{other}/api/tokens/revoke",
+            json={"jti": claims["jti"]},
             headers=admin_headers(cluster),
         )
         assert status == 200, body
@@ -112,8 +115,9 @@ async def test_kill9_of_hosting_node_fails_over_with_chat_and_annotations(cluste
 
     # annotation documents come back from the shared records
     doc = await upload_png(home, "mdt", t("mdt", "dr-host", "host"))
-    drawer = AnnotationClient(await locate(urls, t("mdt", "dr-a", "clinician")),
-                              t("mdt", "dr-a", "clinician"))
+    drawer = AnnotationClient(
+        await locate(urls, t("mdt", "dr-a", "clinician")), t("mdt", "dr-a", "clinician")
+    )
     await drawer.connect()
     cdoc = await drawer.open(doc["id"])
     marks = {cdoc.draw_arrow((5 + k, 5), (20 + k, 30), text=f"mark {k}") for k in range(6)}
@@ -214,7 +218,7 @@ async def test_redis_restart_is_survived(cluster: Cluster):
 
 
 async def test_media_flows_through_the_hosting_node(cluster: Cluster):
-    from rtc_server.media.client import MediaClient, SyntheticVideoTrack, ToneAudioTrack
+    from media.client import MediaClient, SyntheticVideoTrack, ToneAudioTrack
     from tests.media.test_signaling_integration import SERVER_EVENTS
 
     a = cluster.start_node("ma")

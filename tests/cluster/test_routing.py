@@ -8,15 +8,14 @@ from collections import Counter
 
 import pytest
 
-from rtc_server.config import load_settings
-from rtc_server.routing import (
+from kernel.routing import (
     LocalRouter,
     RedisRouter,
     RendezvousRouter,
-    make_router,
     rendezvous_index,
-    worker_settings,
 )
+from rtc_server.config import load_settings
+from rtc_server.workers import make_router, worker_settings
 from tests.cluster.conftest import RedisServer, _flush_redis
 
 
@@ -61,8 +60,9 @@ def test_worker_settings_split_ports_urls_and_udp(tmp_path):
         "https://consult.example:9001",
     ]
     assert isinstance(make_router(w1, lambda: (0, 0, 0), list), RendezvousRouter)
-    assert isinstance(make_router(base.model_copy(update={"workers": 1}), lambda: (0, 0, 0),
-                                  list), LocalRouter)
+    assert isinstance(
+        make_router(base.model_copy(update={"workers": 1}), lambda: (0, 0, 0), list), LocalRouter
+    )
 
 
 def test_settings_refuse_bad_cluster_values(tmp_path):
@@ -74,17 +74,23 @@ def test_settings_refuse_bad_cluster_values(tmp_path):
         load_settings(overrides={"redis_url": "http://x"}, environ={})
 
 
-async def test_redis_placement_is_least_loaded_and_survives_a_dead_node(
-        redis_server: RedisServer):
+async def test_redis_placement_is_least_loaded_and_survives_a_dead_node(redis_server: RedisServer):
     await _flush_redis(redis_server.url)
     hosted: dict[str, list[str]] = {"a": [], "b": []}
 
     def router(name: str, ttl: float) -> RedisRouter:
         # both routers share this process: a CPU clock that stands still keeps the CPU share
         # (a tie-breaking weight of up to one room) out of the count this test checks
-        return RedisRouter(redis_server.url, name, f"http://{name}", lambda: (0, 0, 0),
-                           lambda n=name: hosted[n], heartbeat_s=0.1, ttl_s=ttl,
-                           cpu_clock=lambda: 0.0)
+        return RedisRouter(
+            redis_server.url,
+            name,
+            f"http://{name}",
+            lambda: (0, 0, 0),
+            lambda n=name: hosted[n],
+            heartbeat_s=0.1,
+            ttl_s=ttl,
+            cpu_clock=lambda: 0.0,
+        )
 
     a, b = router("a", 30.0), router("b", 30.0)
     await a.beat()
@@ -100,6 +106,7 @@ async def test_redis_placement_is_least_loaded_and_survives_a_dead_node(
 
         # b stops beating: once its key expires (its TTL runs out now) its rooms go to a
         await a.redis.pexpire("tc:node:b", 50)
+
         async def b_gone() -> None:
             while await a.redis.exists("tc:node:b"):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)

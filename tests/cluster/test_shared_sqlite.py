@@ -6,19 +6,20 @@ import asyncio
 import sys
 import time
 
-from rtc_server.records.store import RecordStore
+from rtc_server.migrations import open_store
 
 HOLD_S = 1.0
 
 
 async def test_writer_waits_for_another_process_holding_the_write_lock(tmp_path):
     db = tmp_path / "shared.db"
-    store = RecordStore(f"sqlite+aiosqlite:///{db}", node="w0")
+    store = open_store(f"sqlite+aiosqlite:///{db}", node="w0")
     await store.start()
     try:
         # another process takes the write lock and keeps it for HOLD_S
         holder = await asyncio.create_subprocess_exec(
-            sys.executable, "-c",
+            sys.executable,
+            "-c",
             "import sqlite3, sys, time\n"
             f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
             "c.execute('BEGIN IMMEDIATE')\n"
@@ -44,7 +45,7 @@ async def test_writer_waits_for_another_process_holding_the_write_lock(tmp_path)
 
 async def test_each_node_closes_only_its_own_stale_sessions(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
-    w0, w1 = RecordStore(url, node="w0"), RecordStore(url, node="w1")
+    w0, w1 = open_store(url, node="w0"), open_store(url, node="w1")
     await w0.start()
     await w1.start()
     try:

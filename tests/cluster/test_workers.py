@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rtc_server.routing import rendezvous_index
+from kernel.routing import rendezvous_index
 from tests.cluster.conftest import REPO, _wait_tcp, cluster_env, free_port
 from tests.cluster.routed import connect_any, connect_routed
 from tests.cluster.test_cluster import joined
@@ -48,7 +48,11 @@ def children(pid: int) -> dict[int, int]:
 def audit_verify(data: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "rtc_server.cli", "audit", "verify", "--data-dir", str(data)],
-        capture_output=True, text=True, env=cluster_env(), cwd=REPO, timeout=60,
+        capture_output=True,
+        text=True,
+        env=cluster_env(),
+        cwd=REPO,
+        timeout=60,
     )
 
 
@@ -68,9 +72,22 @@ def workers(tmp_path: Path):
     env = cluster_env(log_level="warning")
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rtc_server.cli", "serve", "--workers", "2", "--port",
-             str(port), "--data-dir", str(data)],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "rtc_server.cli",
+                "serve",
+                "--workers",
+                "2",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
         )
     try:
         _wait_tcp(port, 60, proc)
@@ -89,8 +106,9 @@ def workers(tmp_path: Path):
 def tokens(data: Path) -> Tokens:
     from rtc_server.config import load_settings, prepare_data_dir, signing_secret
 
-    return Tokens(signing_secret(prepare_data_dir(load_settings(overrides={"data_dir": data},
-                                                                environ={}))))
+    return Tokens(
+        signing_secret(prepare_data_dir(load_settings(overrides={"data_dir": data}, environ={})))
+    )
 
 
 async def test_workers_pin_rooms_redirect_restart_and_stop(workers):

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from rtc_server.media.client import MediaClient
-from rtc_server.media.messages import CLIENT_EVENTS, MediaError
-from rtc_server.media.room import RoomMedia
-from rtc_server.media.settings import MediaSettings
+from media.client import MediaClient
+from media.messages import CLIENT_EVENTS, MediaError
+from media.room import RoomMedia
+from media.settings import MediaSettings
 
 
 class Harness:
@@ -65,8 +65,15 @@ async def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.05
 
 
 @pytest.fixture
-def media_settings() -> MediaSettings:
-    return MediaSettings(stats_interval_s=0.5, active_speaker_interval_s=0.1)
+def fast_path() -> bool:
+    """The send path under test: the default, unless a module overrides this fixture with
+    ``params=[True, False]`` to run on both (the forwarding tests do)."""
+    return MediaSettings().fast_path
+
+
+@pytest.fixture
+def media_settings(fast_path: bool) -> MediaSettings:
+    return MediaSettings(stats_interval_s=0.5, active_speaker_interval_s=0.1, fast_path=fast_path)
 
 
 @pytest.fixture

@@ -6,12 +6,18 @@ import asyncio
 
 import pytest
 
-from rtc_server.media.client import SyntheticVideoTrack, ToneAudioTrack
-from rtc_server.media.messages import MediaError
-from rtc_server.media.room import RoomMedia
-from rtc_server.media.settings import MediaSettings
+from media.client import SyntheticVideoTrack, ToneAudioTrack
+from media.messages import MediaError
+from media.room import RoomMedia
+from media.settings import MediaSettings
 
 from .conftest import Harness, wait_for
+
+
+@pytest.fixture(params=[True, False], ids=["fast_path", "fallback"])
+def fast_path(request: pytest.FixtureRequest) -> bool:
+    """Every test here runs on the forwarding fast path and on aiortc's own send path."""
+    return bool(request.param)
 
 
 class _R0:
@@ -34,8 +40,8 @@ async def settle_count(fn: object, quiet: float = 0.4) -> int:
     raise AssertionError("value never settled")
 
 
-async def test_explicit_subscribe_and_unsubscribe() -> None:
-    harness = Harness(RoomMedia("r", MediaSettings(auto_subscribe=False)))
+async def test_explicit_subscribe_and_unsubscribe(fast_path: bool) -> None:
+    harness = Harness(RoomMedia("r", MediaSettings(auto_subscribe=False, fast_path=fast_path)))
     try:
         alice = await harness.join("alice", subscribe=False)
         bob = await harness.join("bob", publish=False, decode=False)
@@ -120,8 +126,9 @@ async def test_low_layer_on_request_and_back(harness: Harness) -> None:
         {"camera": SyntheticVideoTrack(320, 240), "camera_low": SyntheticVideoTrack(160, 120)}
     )
     cam = ("alice", "camera")
+    # a subscription starts on the low layer; a padding probe moves it up
     await wait_for(lambda: bob.received.get(cam) is not None and bob.received[cam].size, 30)
-    assert bob.received[cam].size == (320, 240)
+    await wait_for(lambda: bob.received[cam].size == (320, 240), 30)
     # camera_low is a layer of camera, never a track of its own
     assert list(harness.room.sessions["bob"].subscriptions) == [cam]
 
@@ -208,7 +215,7 @@ async def test_untrusted_requests_get_typed_errors(harness: Harness) -> None:
 
 
 def harness_model(event: str, data: dict[str, object]) -> object:
-    from rtc_server.media.messages import CLIENT_EVENTS
+    from media.messages import CLIENT_EVENTS
 
     return CLIENT_EVENTS[event].model_validate(data)
 

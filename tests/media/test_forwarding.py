@@ -12,11 +12,17 @@ from aiortc.codecs.h264 import H264Encoder, h264_depayload
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder, vp8_depayload
 
-from rtc_server.media.aiortc_patch import sender_packer
-from rtc_server.media.client import MediaClient, SyntheticVideoTrack, ToneAudioTrack
-from rtc_server.media.frames import FramePacker
+from media.aiortc_patch import fast_sender, sender_packer
+from media.client import MediaClient, SyntheticVideoTrack, ToneAudioTrack
+from media.frames import FramePacker
 
 from .conftest import Harness, wait_for
+
+
+@pytest.fixture(params=[True, False], ids=["fast_path", "fallback"])
+def fast_path(request: pytest.FixtureRequest) -> bool:
+    """Every test here runs on the forwarding fast path and on aiortc's own send path."""
+    return bool(request.param)
 
 
 def recording_encoder(mime: str) -> tuple[list[bytes], Any]:
@@ -209,14 +215,28 @@ async def test_stalled_subscriber_does_not_slow_the_others(harness: Harness) -> 
     )
 
     # stall the stalled subscriber's sending path: every RTP/RTCP send now blocks forever
+    # (aiortc's path awaits each packet's send; the fast path awaits nothing per packet and
+    # sends from the forwarder's stack, so there its senders' task blocks and the direct
+    # send declines: either way its senders stop taking frames)
     gate = asyncio.Event()
     session = harness.room.sessions["stalled"]
-    transport = session.sub_pc.getTransceivers()[0].sender.transport  # type: ignore[union-attr]
+    transceivers = session.sub_pc.getTransceivers()  # type: ignore[union-attr]
+    transport = transceivers[0].sender.transport
 
     async def blocked_send(data: bytes) -> None:
         await gate.wait()
 
     transport._send_rtp = blocked_send  # type: ignore[method-assign]
+    for t in transceivers:
+        fast = fast_sender(t.sender)
+        if fast is not None:
+            fast.ready = lambda: False
+
+            async def blocked_frame(codec: Any, _next: Any = t.sender._next_encoded_frame) -> None:
+                await gate.wait()
+                await _next(codec)
+
+            t.sender._next_encoded_frame = blocked_frame  # type: ignore[method-assign]
     pub = harness.room.publications[("alice", "camera")]
     frames0 = pub.assembler.frames
     got0 = [c.received[("alice", "camera")].frames for c in healthy]

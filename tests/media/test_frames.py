@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiortc.codecs.vpx import Vp8Encoder, vp8_depayload
 from aiortc.rtp import RtpPacket
 
-from rtc_server.media.frames import (
+from media.frames import (
     AudioAssembler,
     EncodedFrame,
     FramePacker,
@@ -66,7 +66,7 @@ def test_reordered_and_retransmitted_packets_fill_the_hole() -> None:
 
 
 def test_unrepaired_loss_skips_to_the_next_keyframe(monkeypatch) -> None:
-    import rtc_server.media.frames as frames
+    import media.frames as frames
 
     asm, got, losses = make()
     seq = 0

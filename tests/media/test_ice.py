@@ -12,10 +12,15 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from rtc_server.media.client import SyntheticVideoTrack
-from rtc_server.media.ice import announce, client_ice_servers, turn_rest_credentials
-from rtc_server.media.room import RoomMedia
-from rtc_server.media.settings import IceServer, MediaSettings
+from media.client import SyntheticVideoTrack
+from media.ice import (
+    announce,
+    client_ice_servers,
+    turn_rest_credentials,
+    turn_tag,
+)
+from media.room import RoomMedia
+from media.settings import IceServer, MediaSettings
 
 from .conftest import Harness, wait_for
 
@@ -94,7 +99,9 @@ def test_client_ice_servers_mint_turn_credentials_and_default_to_none() -> None:
     )
     stun, turn = client_ice_servers(settings, "alice")
     assert stun == {"urls": ["stun:stun.hospital.local:3478"]}
-    assert turn["username"].endswith(":alice") and turn["credential"]
+    # the username's tag is a pseudonym: TURN servers log usernames, identities stay out
+    assert turn["username"].endswith(":" + turn_tag("s3cret", "alice")) and turn["credential"]
+    assert "alice" not in turn["username"]
 
 
 def test_settings_reject_half_a_port_range() -> None:
@@ -146,7 +153,7 @@ async def test_a_connection_closed_while_gathering_leaves_no_socket(
     alone would leak them)."""
     from contextlib import suppress
 
-    from rtc_server.media.ice import IcePolicy
+    from media.ice import IcePolicy
 
     low, high = ports or (None, None)
     policy = IcePolicy(MediaSettings(udp_port_min=low, udp_port_max=high))

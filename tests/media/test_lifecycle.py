@@ -5,10 +5,19 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from rtc_server.media.client import SyntheticVideoTrack, ToneAudioTrack
-from rtc_server.media.room import RoomMedia
+import pytest
+
+from media.client import SyntheticVideoTrack, ToneAudioTrack
+from media.room import RoomMedia
+from media.settings import MediaSettings
 
 from .conftest import Harness, wait_for
+
+
+@pytest.fixture(params=[True, False], ids=["fast_path", "fallback"])
+def fast_path(request: pytest.FixtureRequest) -> bool:
+    """Every test here runs on the forwarding fast path and on aiortc's own send path."""
+    return bool(request.param)
 
 
 class _R0:
@@ -41,10 +50,10 @@ async def _room_with_three(harness: Harness) -> None:
     await wait_for(all_flowing, timeout=40)
 
 
-async def test_leave_kick_and_end_release_everything() -> None:
+async def test_leave_kick_and_end_release_everything(fast_path: bool) -> None:
     base_threads = set(threading.enumerate())
     base_tasks = _other_tasks()
-    harness = Harness(RoomMedia("room-teardown"))
+    harness = Harness(RoomMedia("room-teardown", MediaSettings(fast_path=fast_path)))
     room = harness.room
     await _room_with_three(harness)
     assert len(room.publications) == 6

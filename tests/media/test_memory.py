@@ -8,7 +8,7 @@ import weakref
 
 import pytest
 
-from rtc_server.media.client import SyntheticVideoTrack, ToneAudioTrack
+from media.client import SyntheticVideoTrack, ToneAudioTrack
 
 from .conftest import Harness, wait_for
 

@@ -5,12 +5,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from aiortc import RTCSessionDescription
 from aiortc.rtp import RtpPacket, is_rtcp
 
-from rtc_server.media.client import SyntheticVideoTrack
+from media.aiortc_patch import fast_sender
+from media.client import SyntheticVideoTrack
 
 from .conftest import Harness, wait_for
+
+
+@pytest.fixture(params=[True, False], ids=["fast_path", "fallback"])
+def fast_path(request: pytest.FixtureRequest) -> bool:
+    """Every test here runs on the forwarding fast path and on aiortc's own send path."""
+    return bool(request.param)
 
 
 class _R0:
@@ -41,6 +49,19 @@ def drop_some_video(transceiver: Any, every: int, log: dict[str, list[int]]) -> 
         await original(data)
 
     transport._send_rtp = lossy
+    fast = fast_sender(transceiver.sender)
+    if fast is not None:  # media goes out through the fast path; RTX still through aiortc
+        transmit = fast.transmit
+
+        def lossy_fast(data: bytes) -> None:
+            if (data[1] & 0x7F) == media_pt:
+                count[0] += 1
+                if count[0] % every == 0:
+                    log["dropped"].append(int.from_bytes(data[2:4], "big"))
+                    return
+            transmit(data)
+
+        fast.transmit = lossy_fast
 
 
 async def test_subscriber_leg_loss_is_repaired_by_retransmission(harness: Harness) -> None:
@@ -119,7 +140,7 @@ async def test_lossy_subscriber_is_moved_to_the_low_layer_automatically(
     )
     await wait_for(lambda: bob.received.get(("alice", "camera"), _R0).frames >= 5, 30)
     sub = harness.room.sessions["bob"].subscriptions[("alice", "camera")]
-    assert sub.layer == "high"
+    await wait_for(lambda: sub.layer == "high", 30)  # started low, a padding probe moved it up
     log: dict[str, list[int]] = {"dropped": [], "rtx": []}
     drop_some_video(sub.transceiver, 4, log)  # ~25 % loss reported in bob's receiver reports
     await wait_for(lambda: sub.layer == "low", 30)

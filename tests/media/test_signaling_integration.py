@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from rtc_server.media.client import MediaClient, SyntheticVideoTrack, ToneAudioTrack
-from rtc_server.media.service import MEDIA
+from media.client import MediaClient, SyntheticVideoTrack, ToneAudioTrack
+from media.service import MEDIA
 from tests.helpers import Client
 
 from .conftest import wait_for
@@ -71,6 +71,11 @@ async def test_publish_subscribe_mute_and_leave_over_socketio(live: Any, connect
         assert ack["ok"] is False and ack["error"]["code"] == "permission_denied"
         ack = await viewer_sio.call("rtc:layer", {"publisher": "nobody", "layer": "low"})
         assert ack["ok"] is False and ack["error"]["code"] == "not_subscribed"
+        # `ref` is allowed on every event (docs/protocol.md) and echoed in the error
+        ack = await viewer_sio.call(
+            "rtc:layer", {"publisher": "nobody", "layer": "low", "ref": "r-7"}
+        )
+        assert ack["error"]["code"] == "not_subscribed" and ack["error"]["ref"] == "r-7"
 
         # host:mute (signaling) -> mute_changed -> the SFU stops forwarding the viewer's mic
         await viewer.publish({"microphone": ToneAudioTrack()})
@@ -98,7 +103,8 @@ async def test_publish_subscribe_mute_and_leave_over_socketio(live: Any, connect
         text = await _metrics(live)
         assert "teleconsult_media_subscriptions" in text
         assert "teleconsult_media_idle_transceivers" in text
-        assert 'teleconsult_media_participant_frames_forwarded{identity="obs",room="mdt-1"}' in text
+        # per-participant series (room and identity labels) only with metrics_participant_labels
+        assert 'identity="obs"' not in text and 'room="mdt-1"' not in text
     finally:
         for m in (host, viewer, observer):
             await m.close()

@@ -134,16 +134,21 @@ async def test_updates_carry_the_2d_pose_of_the_processed_frame() -> None:
         updates.append(payload)
 
     est = GapPose(seq, gap=(2.0, 3.0))
-    agent = VisionAgent(track, RehabSessionStart(exercise="squat", target_reps=4), on_update,
-                        estimator_factory=lambda: est)
+    agent = VisionAgent(
+        track,
+        RehabSessionStart(exercise="squat", target_reps=4),
+        on_update,
+        estimator_factory=lambda: est,
+    )
     report = await run_agent(agent)
     assert report["reps"] == 4
     seen = [u for u in updates if u["landmarks"] is not None]
     unseen = [u for u in updates if u["landmarks"] is None]
     assert len(seen) > 10 and unseen, (len(seen), len(unseen))
     # nobody in view: in the gap, or on a frame where the recorded clip has no pose
-    assert all(2.0 <= u["t"] < 3.0 or seq.frame(round(u["t"] * seq.fps)) is None
-               for u in unseen), [u["t"] for u in unseen]
+    assert all(2.0 <= u["t"] < 3.0 or seq.frame(round(u["t"] * seq.fps)) is None for u in unseen), [
+        u["t"] for u in unseen
+    ]
     for u in updates:
         RehabUpdate.model_validate(u)  # the wire model accepts what was sent
         assert (u["frame_w"], u["frame_h"]) == (64, 48)

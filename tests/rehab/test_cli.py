@@ -159,3 +159,30 @@ def test_module_entry_point_subprocess() -> None:
     )
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and "unknown exercise" in bad.stderr
+
+
+def test_progress_on_a_long_video(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    video = tmp_path / "long.mp4"
+    _blank_video(video, frames=48)  # 4 s at 12 fps (nobody in it: the run ends in an error)
+    rc, _, err = run_main(capsys, str(video), "--exercise", "squat", "--progress")
+    assert rc == 2 and "no person in view" in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("score-video: ") and "%" in ln]
+    assert len(lines) >= 5  # a line per 10 %
+    assert "4.0 s of video" in lines[-1] or "/4.0 s" in lines[-1]
+    assert "frames/s" in lines[-1]
+    rc, _, err = run_main(capsys, str(video), "--exercise", "squat", "--no-progress")
+    assert "%" not in err
+
+
+def test_progress_line_on_a_terminal() -> None:
+    import io
+
+    out = io.StringIO()
+    line = cli.ProgressLine(out, tty=True)
+    for i in range(1, 11):
+        line._last_draw = 0.0  # draw every call (it throttles to 5 a second)
+        line(i * 3.0, 30.0, i * 90)
+    line.close()
+    text = out.getvalue()
+    assert text.count("\r") == 10 and text.endswith("\n")
+    assert "100% " in text and "about 0 s left" in text

@@ -72,3 +72,50 @@ def test_mirror_is_exact_geometry(clip: dict[str, Any]) -> None:
     a = analyze_sequence(seq, spec).reps
     b = analyze_sequence(augment.mirror(seq), spec).reps
     assert [round(r.end_s, 2) for r in a] == [round(r.end_s, 2) for r in b]
+
+
+# -- a live stream's timing: frame rate 8-30 fps, jittered and changing, frames dropped --------
+
+
+@pytest.mark.parametrize("fps", [8, 10, 12, 15, 20, 24, 30])
+def test_camera_frame_rate(clip: dict[str, Any], fps: float) -> None:
+    # The clip as a camera at ``fps`` with irregular frame intervals (+-30 %) would give it,
+    # counted on the capture timestamps.
+    seq = augment.retime(poses(clip), fps, jitter=0.3, seed=fps)
+    assert not np.allclose(np.diff(seq.t), 1.0 / fps)  # really irregular
+    assert n_reps(seq, clip) == clip["reps"]
+
+
+@pytest.mark.parametrize(("start", "end"), [(30, 8), (8, 30), (12, 25)])
+def test_frame_rate_changing_within_the_session(
+    clip: dict[str, Any], start: float, end: float
+) -> None:
+    seq = augment.retime(poses(clip), start, jitter=0.3, seed=7, fps_end=end)
+    assert n_reps(seq, clip) == clip["reps"]
+
+
+@pytest.mark.parametrize(("fraction", "burst"), [(0.1, 1), (0.2, 3), (0.3, 2)])
+def test_frames_dropped_by_the_tap(clip: dict[str, Any], fraction: float, burst: int) -> None:
+    seq = augment.drop_frames(poses(clip), fraction, seed=3, burst=burst)
+    assert len(seq) < len(poses(clip))
+    assert n_reps(seq, clip) == clip["reps"]
+
+
+def test_frame_rate_and_noise_and_gaps_together(clip: dict[str, Any]) -> None:
+    seq = augment.add_noise(poses(clip), seed=11)
+    seq = augment.drop_gaps(seq, gap_s=0.6, every_s=4.0, offset_s=1.3, tail_s=1.5)
+    seq = augment.retime(seq, 12, jitter=0.3, seed=5)
+    assert n_reps(seq, clip) == clip["reps"]
+
+
+def test_rep_times_follow_the_timestamps(clip: dict[str, Any]) -> None:
+    # The same movement at 10 fps and at 30 fps: reps end at the same moments (within a frame
+    # or two of the slower camera), whatever the frame indices; a peak held at the top may be
+    # placed anywhere on its plateau.
+    spec = get_spec(clip["exercise"])
+    a = count_reps(augment.retime(poses(clip), 10), spec)
+    b = count_reps(augment.retime(poses(clip), 30), spec)
+    assert len(a) == len(b) == clip["reps"]
+    for ra, rb in zip(a, b, strict=True):
+        assert abs(ra.peak_s - rb.peak_s) < 0.6
+        assert abs(ra.end_s - rb.end_s) < 0.35

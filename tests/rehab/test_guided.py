@@ -50,10 +50,19 @@ class ScriptedCounting:
         guide = self.live.pop(session_id)
         self.stopped.append((session_id, reason))
         res = guide.runner.results[-1]
-        row = {"id": session_id, "room": guide.room, "patient": guide.patient,
-               "started_by": guide.started_by, "exercise": guide.plan.items[res.item].exercise,
-               "started_at": time.time() - 5, "ended_at": time.time(), "end_reason": reason,
-               "reps": res.reps, "score": 90.0, "report": {"rom_deg": self.roms[: res.reps]}}
+        row = {
+            "id": session_id,
+            "room": guide.room,
+            "patient": guide.patient,
+            "started_by": guide.started_by,
+            "exercise": guide.plan.items[res.item].exercise,
+            "started_at": time.time() - 5,
+            "ended_at": time.time(),
+            "end_reason": reason,
+            "reps": res.reps,
+            "score": 90.0,
+            "report": {"rom_deg": self.roms[: res.reps]},
+        }
 
         async def write(conn: Any) -> None:
             await conn.execute(insert(rehab_sessions).values(**row))
@@ -74,8 +83,9 @@ async def rows(live: Any, table: Any, *where: Any) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in (await conn.execute(select(table).where(*where))).all()]
 
 
-async def room_with_patient(connect: Any, room: str, patient: str = "pat-1",
-                            doctor: str = "dr-a") -> tuple[Any, Any]:
+async def room_with_patient(
+    connect: Any, room: str, patient: str = "pat-1", doctor: str = "dr-a"
+) -> tuple[Any, Any]:
     doc = await connect(room, doctor, "clinician")
     pat = await connect(room, patient, "patient")
     if pat.joined.get("status") == "waiting":
@@ -119,8 +129,9 @@ async def test_plan_storage_and_permissions(live: Any, connect: Any) -> None:
     bad = dict(PLAN, items=[{"exercise": "moonwalk"}])
     ack = await doc.call("rehab:plan_set", {"patient_identity": "pat-1", "plan": bad})
     assert ack["ok"] is False and ack["error"]["code"] == "invalid_payload"
-    ack = await doc.call("rehab:plan_set", {"patient_identity": "pat-1",
-                                            "plan": dict(PLAN, items=[])})
+    ack = await doc.call(
+        "rehab:plan_set", {"patient_identity": "pat-1", "plan": dict(PLAN, items=[])}
+    )
     assert ack["ok"] is False and ack["error"]["code"] == "invalid_payload"
     huge = dict(PLAN, items=[{"exercise": "squat", "instructions": "x" * 1000}] * 60)
     ack = await doc.call("rehab:plan_set", {"patient_identity": "pat-1", "plan": huge})
@@ -154,8 +165,7 @@ async def test_guided_run_through_the_server(live: Any, connect: Any) -> None:
     assert ex["instructions"] == "slowly" and ex["session_id"] == counting.started[0][0]
     for n in (1, 2):
         counting.count(n)
-        assert (await pat.next("rehab:guide", lambda g, n=n: g["reps"] == n))["phase"] \
-            == "exercise"
+        assert (await pat.next("rehab:guide", lambda g, n=n: g["reps"] == n))["phase"] == "exercise"
     counting.count(3)
     rest = await pat.next("rehab:guide", phase("rest"))
     assert rest["next"] == {"step": 1, "exercise": "squat", "set": 2}
@@ -178,7 +188,10 @@ async def test_guided_run_through_the_server(live: Any, connect: Any) -> None:
     assert run["reps_done"] == 3 + 3 + 1 and run["reps_prescribed"] == 8
     sets = await rows(live, rehab_plan_sets, rehab_plan_sets.c.run_id == run_id)
     assert sorted((s["item"], s["set"], s["reps"], s["skipped"]) for s in sets) == [
-        (0, 1, 3, False), (0, 2, 3, False), (1, 1, 1, True)]
+        (0, 1, 3, False),
+        (0, 2, 3, False),
+        (1, 1, 1, True),
+    ]
 
     # progress: the clinician sees sessions (ROM, score), the run and the day's adherence
     prog = await doc.call("rehab:progress", {"patient_identity": "pat-1"})
@@ -193,6 +206,9 @@ async def test_guided_run_through_the_server(live: Any, connect: Any) -> None:
     assert day["sets_done"] == 2 and day["sets_prescribed"] == 3
     assert day["reps"] == 3 + 5 + 1  # what the sessions counted (the 2nd set overshot)
     assert day["adherence"] == round(2 / 3, 3)
+    (week,) = prog["weeks"]  # the chart's unit: ISO week
+    assert week["week"].startswith(day["date"][:4]) and "-W" in week["week"]
+    assert week["adherence"] == day["adherence"] and week["reps"] == day["reps"]
     mine = await pat.call("rehab:progress", {})
     assert mine["ok"] and mine["runs"][0]["run_id"] == run_id
 
@@ -218,8 +234,9 @@ async def test_run_stops_when_the_patient_leaves_or_on_request(live: Any, connec
     await doc.next("rehab:guide", lambda g: g["phase"] == "exercise")
     counting.count(1)
     await pat.close()
-    end = await doc.next("rehab:guide",
-                         lambda g: g["phase"] == "stopped" and g["run_id"] == ack["run_id"])
+    end = await doc.next(
+        "rehab:guide", lambda g: g["phase"] == "stopped" and g["run_id"] == ack["run_id"]
+    )
     assert end["end_reason"] == "patient_left"
     await wait_until(lambda: "pat-1" not in service.guides)
     assert counting.live == {}

@@ -9,16 +9,24 @@ from typing import Any
 
 import pytest
 
+from kernel.records.consult_record import gather_record, to_fhir_bundle
+from media.client import MediaClient
 from rehab_vision.service import REHAB
 from rehab_vision.sources import VideoFileTrack
 from rtc_server.keys import RECORD_CONTRIBUTORS, RECORDS
-from rtc_server.media.client import MediaClient
-from rtc_server.records.consult_record import gather_record, to_fhir_bundle
+from tests.validators import check_fhir
 
 from .conftest import DATA, entry
 
-RTC_EVENTS = ("rtc:config", "rtc:offer", "rtc:track_published", "rtc:track_unpublished",
-              "rtc:track_muted", "rtc:active_speaker", "rtc:disconnected")
+RTC_EVENTS = (
+    "rtc:config",
+    "rtc:offer",
+    "rtc:track_published",
+    "rtc:track_unpublished",
+    "rtc:track_muted",
+    "rtc:active_speaker",
+    "rtc:disconnected",
+)
 
 
 def bridge(client: Any, identity: str) -> MediaClient:
@@ -77,40 +85,55 @@ async def test_live_session_counts_reps_of_a_published_clip(live: Any, connect: 
         started = await patient.next("rehab:started", timeout=10)
         assert started["session_id"] == session_id
         run = live.app[REHAB].sessions[session_id]
+        # a page that joins late (or again, after a lost connection) learns of the session
+        late = await connect(room, "dr-b", "clinician", join=False)
+        joined_late = await late.call("join", {})
+        assert [r["session_id"] for r in joined_late["rehab_sessions"]] == [session_id]
+        assert joined_late["rehab_sessions"][0] == started
 
         def diag() -> str:
             tap = run.tap
-            trace = [(u["t"], u["angle"], u["phase"][:4], u["rep"])
-                     for u in list(doc.events["rehab:update"])[-60:]]
-            return (f"agent {run.agent.stats.summary()}, tap decoded {tap.frames_decoded} "
-                    f"returned {tap.frames_returned} dropped {tap.frames_dropped}; "
-                    f"last updates {trace}")
+            trace = [
+                (u["t"], u["angle"], u["phase"][:4], u["rep"])
+                for u in list(doc.events["rehab:update"])[-60:]
+            ]
+            return (
+                f"agent {run.agent.stats.summary()}, tap decoded {tap.frames_decoded} "
+                f"returned {tap.frames_returned} dropped {tap.frames_dropped}; "
+                f"last updates {trace}"
+            )
 
         try:  # the agent gets pictures: start the clip
             await doc.next("rehab:update", timeout=30)
         except TimeoutError:
             pytest.fail(f"no rehab:update: {diag()}")
         go.set()
-        upright: list[bool] = []
+        reps: list[dict[str, Any]] = []
         for n in (1, 2, 3, 4):
             try:
-                up = await doc.next("rehab:update", lambda u: u["rep_detail"] is not None,
-                                    timeout=60)
+                up = await doc.next(
+                    "rehab:update", lambda u: u["rep_detail"] is not None, timeout=60
+                )
             except TimeoutError:
                 pytest.fail(f"rep {n} never came: {diag()}")
             assert up["rep"] == n and up["session_id"] == session_id
-            # the person is in view: the update carries the processed frame's 2D pose
-            assert up["landmarks"] is not None and len(up["landmarks"]) == 33 * 3, up
-            xyv = up["landmarks"]
+            reps.append(up)
+        # the updates carry the processed frame's 2D pose, or none where the pose was lost (a
+        # rep may end on such a frame: its return was seen on the frames before; counter.py)
+        posed = [u for u in reps + list(doc.events["rehab:update"]) if u["landmarks"] is not None]
+        assert len(posed) >= 10, diag()
+        upright = []
+        for u in posed:
+            xyv = u["landmarks"]
+            assert len(xyv) == 33 * 3, u
             assert all(0 <= v <= 1 for v in xyv[2::3])
-            assert up["frame_w"] * 3 == up["frame_h"] * 4, up  # the clip's 4:3, any scale
+            assert u["frame_w"] * 3 == u["frame_h"] * 4, u  # the clip's 4:3, any scale
             # a squat in view: shoulders above hips (image y grows downwards)
-            upright.append(
-                xyv[11 * 3 + 1] < xyv[23 * 3 + 1] and xyv[12 * 3 + 1] < xyv[24 * 3 + 1]
-            )
-        # the model may misplace one frame under load (a degraded, dropped-to frame): a plausible
-        # pose on most rep updates shows the landmarks are the person's, not noise
-        assert sum(upright) >= 3, upright
+            upright.append(xyv[11 * 3 + 1] < xyv[23 * 3 + 1] and xyv[12 * 3 + 1] < xyv[24 * 3 + 1])
+        # the model may misplace a frame under load (a degraded, dropped-to frame, the deepest
+        # point of a squat): a plausible pose on most updates shows the landmarks are the
+        # person's, not noise
+        assert sum(upright) >= 0.8 * len(upright), (sum(upright), len(upright))
         assert up["set_complete"] is True
         again = await doc.call("rehab:start", {"exercise": "squat", "patient_identity": "pat-1"})
         assert again["ok"] is False and again["error"]["code"] == "conflict"
@@ -126,7 +149,8 @@ async def test_live_session_counts_reps_of_a_published_clip(live: Any, connect: 
         await media.close()
     record = await gather_record(live.app[RECORDS], room, live.app[RECORD_CONTRIBUTORS])
     bundle = to_fhir_bundle(record)
-    obs = [e["resource"] for e in bundle["entry"]
-           if e["resource"]["resourceType"] == "Observation"]
+    obs = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
     assert len(obs) == 1
     assert obs[0]["component"][0]["valueQuantity"]["value"] == 4
+    assert obs[0]["code"]["coding"][0]["code"] == "73985-4"  # LOINC exercise activity
+    check_fhir(bundle)  # the official FHIR R4 JSON schema and fhir.resources

@@ -33,7 +33,7 @@ def test_all_required_exercises_load() -> None:
 
 def test_every_cue_has_both_languages() -> None:
     texts = cue_texts()
-    keys = {"slower", "even_sides", "step_into_view"}
+    keys = {"slower", "even_sides", "step_into_view", "step_back"}
     for spec in load_specs().values():
         keys |= {spec.rom_cue, *(c.cue for c in spec.compensation)}
         if spec.reversed_rom_cue:

@@ -64,6 +64,21 @@ async def pass_device_check(page: Any, url: str) -> None:
     )
 
 
+MEDIA_DONE_JS = """
+() => ['ok', 'failed'].includes(document.querySelector('#media-result').dataset.state)
+"""
+
+
+async def media_result(page: Any, timeout_ms: int = 40_000) -> dict[str, str]:
+    """Wait for the device check's media loopback verdict (#media-result): its data
+    attributes (state, kbps, transport, relayProtocol, width, height) and shown text."""
+    await page.wait_for_function(MEDIA_DONE_JS, timeout=timeout_ms, polling=250)
+    data = await page.locator("#media-result").evaluate(
+        "(el) => ({...el.dataset, text: el.textContent})"
+    )
+    return dict(data)
+
+
 AXE = (
     Path(__file__).resolve().parents[2] / "web_client" / "node_modules" / "axe-core" / "axe.min.js"
 )

@@ -109,14 +109,16 @@ async def join_patient(live: Any, new_page: Any, doctor: Any, identity: str, nam
 
 
 async def wait_decoding(page: Any, mid: str) -> None:
-    """Wait until the inbound video on `mid` decodes more frames than at the first look."""
-    first = await page.evaluate(FRAMES_DECODED_JS, mid)
-    await page.wait_for_function(
-        f"async (mid) => ({FRAMES_DECODED_JS.strip()})(mid).then((n) => n > {first or 0})",
-        arg=mid,
-        timeout=WAIT_MS,
-        polling=250,
-    )
+    """Wait until the inbound video on `mid` decodes more frames than at the first look.
+
+    Polled from here: Playwright's wait_for_function takes an async predicate's promise as
+    truthy at once."""
+    first = await page.evaluate(FRAMES_DECODED_JS, mid) or 0
+    async with asyncio.timeout(WAIT_MS / 1000):
+        while True:  # getStats has no event to await
+            if (await page.evaluate(FRAMES_DECODED_JS, mid) or 0) > first:
+                return
+            await asyncio.sleep(0.25)
 
 
 async def test_departed_publishers_mlines_carry_the_next_one(live: Any, new_page: Any) -> None:

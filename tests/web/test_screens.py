@@ -12,6 +12,7 @@ from playwright.async_api import expect
 
 from rtc_server.keys import ROOMS, SIGNALING
 from tests.helpers import Client
+from tests.validators import ffprobe, probe_span
 from tests.web.helpers import (
     WAIT_MS,
     accessibility_violations,
@@ -176,7 +177,10 @@ async def test_host_actions_reach_the_browser(
         await expect(page.locator("#rec-badge")).to_contain_text("you agreed", timeout=WAIT_MS)
         await page.click("#consent-change")
         await host.next("record:state", where=lambda st: "pat-3" in st.get("declined", []))
-        assert (await host.call("record:stop", {}))["ok"]
+        stopped = await host.call("record:stop", {})
+        assert stopped["ok"], stopped
+        for f in stopped["files"]:  # what the browser's tracks recorded, judged by ffprobe
+            assert 0 < probe_span(ffprobe(live.settings.data_dir / "recordings" / f["path"])) < 60
         await expect(page.locator("#rec-badge")).to_have_count(0, timeout=WAIT_MS)
 
         assert (await host.call("host:remove", {"identity": "pat-3", "reason": "test"}))["ok"]

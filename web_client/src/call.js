@@ -3,6 +3,8 @@
 // network indicator, and the side panels (documents, rehab).
 import { button, clear, formatMinutes, h, setI18n, timeOfDay, tx } from "./dom.js";
 import { t } from "./i18n.js";
+import { responseRows } from "./symptoms.js";
+import { Teaching } from "./teaching.js";
 import { prompt } from "./voice.js";
 
 const ROLE_KEYS = { host: "role_host", clinician: "role_clinician", patient: "role_patient", guest: "role_guest", observer: "role_observer" };
@@ -120,10 +122,12 @@ export class CallView {
       this.syncTiles();
     });
     prompt("call_title");
+    this.teaching = new Teaching(this); // raise hand / hands list (teaching rounds)
   }
 
   hide() {
     for (const off of this.offs.splice(0)) off();
+    if (this.teaching) this.teaching.hide();
   }
 
   nameOf(identity) {
@@ -359,6 +363,7 @@ export class CallView {
           h("dt", {}, tx("card_chief")),
           h("dd", { class: "chief" }, card.chief_complaint),
           ...(card.symptoms || []).flatMap((s) => [h("dt", {}, s.question), h("dd", {}, s.answer)]),
+          ...responseRows(card.questionnaire_response),
           card.medications && card.medications.length ? [h("dt", {}, tx("card_medications")), h("dd", {}, card.medications.join(", "))] : null,
           card.allergies && card.allergies.length ? [h("dt", {}, tx("card_allergies")), h("dd", {}, card.allergies.join(", "))] : null,
           card.vitals ? [h("dt", {}, tx("card_vitals")), h("dd", {}, vitalsText(card.vitals))] : null,

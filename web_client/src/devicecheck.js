@@ -1,8 +1,63 @@
 // Pre-call device check: camera preview, microphone level meter, speaker test tone and the
-// connection test (the real Socket.IO connection with the join token). Failures come with a
-// plain-language fix. Resolves with the chosen local stream when the user presses Join.
+// connection test: the real Socket.IO connection with the join token, then a short WebRTC
+// loopback through the server (`rtc:echo`, docs/protocol.md) that reports the video bitrate
+// that came back and the transport ICE chose (UDP, TCP, or the hospital's TURN relay).
+// Failures come with a plain-language fix. Resolves with the chosen local stream on Join.
 import { button, clear, h, setI18n, tx } from "./dom.js";
 import { prompt } from "./voice.js";
+
+const GATHER_MS = 5000; // bound on ICE gathering (TURN allocations included)
+const FIRST_FRAME_MS = 12000; // no echoed frame by then: the media path is blocked
+const MEASURE_MS = 3000; // bitrate window once frames flow
+
+/** A moving test picture when no camera track is available (observers, a failed camera). */
+function testPattern() {
+  const canvas = document.createElement("canvas");
+  canvas.width = 320;
+  canvas.height = 240;
+  const g = canvas.getContext("2d");
+  let n = 0;
+  const draw = () => {
+    n += 1;
+    g.fillStyle = `hsl(${(n * 7) % 360} 60% 45%)`;
+    g.fillRect(0, 0, 320, 240);
+    g.fillStyle = "#fff";
+    g.fillRect((n * 9) % 320, 60, 40, 120);
+  };
+  draw();
+  const stream = canvas.captureStream(15);
+  const timer = setInterval(draw, 66);
+  const track = stream.getVideoTracks()[0];
+  track.addEventListener("ended", () => clearInterval(timer));
+  return { track, stop: () => (clearInterval(timer), track.stop()) };
+}
+
+function waitFor(check, ms, poll = 200) {
+  return new Promise((resolve) => {
+    const started = performance.now();
+    const tick = async () => {
+      const value = await check();
+      if (value || performance.now() - started > ms) resolve(value);
+      else setTimeout(tick, poll);
+    };
+    tick();
+  });
+}
+
+/** Which transport the selected candidate pair uses: udp | tcp | relay (+ relay protocol). */
+function selectedTransport(report) {
+  const byId = new Map();
+  report.forEach((s) => byId.set(s.id, s));
+  let pair = null;
+  report.forEach((s) => {
+    if (s.type === "transport" && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId);
+  });
+  if (!pair) report.forEach((s) => { if (s.type === "candidate-pair" && s.state === "succeeded" && s.nominated) pair = s; });
+  const local = pair && byId.get(pair.localCandidateId);
+  if (!local) return { transport: "unknown" };
+  if (local.candidateType === "relay") return { transport: "relay", relayProtocol: (local.relayProtocol || "udp").toLowerCase() };
+  return { transport: (local.protocol || "udp").toLowerCase() };
+}
 
 function fixFor(err, which) {
   const device = { key: which === "camera" ? "device_camera" : "device_microphone" };
@@ -41,7 +96,7 @@ export class DeviceCheck {
     return new Promise((resolve) => {
       this.resolve = resolve;
       this.render();
-      this.checkDevices();
+      this.devicesReady = this.checkDevices();
       this.checkConnection();
       prompt("check_title");
     });
@@ -96,12 +151,16 @@ export class DeviceCheck {
               this.selects.speaker,
             ),
           ),
-          this.row("connection", "check_connection", h("p", { class: "hint", id: "connection-detail" })),
+          this.row(
+            "connection",
+            "check_connection",
+            h("div", {}, h("p", { class: "hint", id: "connection-detail" }), h("p", { class: "media-result", id: "media-result", role: "status", "data-state": "idle" })),
+          ),
         ),
         h(
           "div",
           { class: "actions" },
-          button("retry", () => this.checkDevices(), { id: "retry-btn" }),
+          button("retry", () => this.retry(), { id: "retry-btn" }),
           button("continue_without_camera", () => this.skipDevice("camera"), { id: "skip-camera", hidden: true }),
           button("continue_without_mic", () => this.skipDevice("microphone"), { id: "skip-microphone", hidden: true }),
           this.joinBtn,
@@ -158,7 +217,7 @@ export class DeviceCheck {
     }
     const pick = (kind) => (this.choice[kind] ? { deviceId: { exact: this.choice[kind] } } : {});
     const constraints = {
-      video: this.skip.camera ? false : { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 24 }, ...pick("camera") },
+      video: this.skip.camera ? false : { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 24 }, ...pick("camera") },
       audio: this.skip.microphone ? false : { echoCancellation: true, noiseSuppression: true, ...pick("microphone") },
     };
     let stream = null;
@@ -304,18 +363,108 @@ export class DeviceCheck {
       }
     });
     try {
-      const ms = await this.session.connect();
+      await this.session.connect();
       off();
-      setI18n(detail, ["connection_ok", { ms }]);
+      detail.textContent = "";
+      delete detail.dataset.i18n;
       this.setStatus("connection", "ok");
     } catch (refusal) {
       off();
       this.setStatus("connection", "failed");
       this.resolve({ refused: refusal });
+      return;
+    }
+    this.mediaCheck = this.checkMediaPath();
+  }
+
+  /** "Try again": the devices, and the media path if it failed (the network may be fixed). */
+  retry() {
+    this.devicesReady = this.checkDevices();
+    const out = this.root.querySelector("#media-result");
+    if (this.result.connection === "ok" && out && out.dataset.state === "failed" && !this.echoPc) {
+      this.mediaCheck = this.checkMediaPath();
     }
   }
 
+  /** Send video to the server and measure what comes back (rtc:echo). */
+  async checkMediaPath() {
+    const out = this.root.querySelector("#media-result");
+    const show = (state, spec, data = {}) => {
+      if (!out) return;
+      out.dataset.state = state;
+      for (const [k, v] of Object.entries(data)) out.dataset[k] = String(v);
+      setI18n(out, spec);
+    };
+    if (!window.RTCPeerConnection) {
+      show("failed", "media_unavailable");
+      return;
+    }
+    show("checking", "media_testing");
+    let pattern = null;
+    let peer = null;
+    try {
+      // the camera, once the device check has it (else a moving test picture)
+      await Promise.race([this.devicesReady, new Promise((r) => setTimeout(r, GATHER_MS))]).catch(() => null);
+      const config = await this.session.call("rtc:echo_config", {});
+      if (this.finished) return; // joined meanwhile: no loopback during the call
+      peer = new RTCPeerConnection({ iceServers: config.ice_servers || [] });
+      this.echoPc = peer;
+      const camera = this.stream && this.stream.getVideoTracks().find((t) => t.readyState === "live");
+      if (!camera) pattern = testPattern();
+      peer.addTransceiver(camera || pattern.track, { direction: "sendrecv" });
+      await peer.setLocalDescription(await peer.createOffer());
+      await waitFor(() => peer.iceGatheringState === "complete", GATHER_MS, 100);
+      const ack = await this.session.call("rtc:echo", { sdp: peer.localDescription.sdp });
+      await peer.setRemoteDescription({ type: "answer", sdp: ack.sdp });
+      const inbound = async () => {
+        const report = await peer.getStats();
+        let found = null;
+        report.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") found = s; });
+        return { report, inbound: found };
+      };
+      const first = await waitFor(async () => {
+        const r = await inbound();
+        return r.inbound && r.inbound.framesDecoded > 0 ? r : null;
+      }, FIRST_FRAME_MS);
+      if (this.echoPc !== peer) return; // finished (joined) meanwhile
+      if (!first) throw new Error("no video came back");
+      const t0 = performance.now();
+      const b0 = first.inbound.bytesReceived;
+      await new Promise((r) => setTimeout(r, MEASURE_MS));
+      if (this.echoPc !== peer) return;
+      const last = await inbound();
+      const seconds = (performance.now() - t0) / 1000;
+      const kbps = Math.round(((last.inbound.bytesReceived - b0) * 8) / seconds / 1000);
+      const path = selectedTransport(last.report);
+      const key = path.transport === "relay" ? `transport_relay_${path.relayProtocol}` : `transport_${path.transport}`;
+      const mbps = (kbps / 1000).toFixed(kbps < 1000 ? 2 : 1);
+      show("ok", ["media_ok", { mbps, transport: { key } }], {
+        kbps,
+        transport: path.transport,
+        relayProtocol: path.relayProtocol || "",
+        width: last.inbound.frameWidth || 0,
+        height: last.inbound.frameHeight || 0,
+      });
+    } catch (err) {
+      if (peer && this.echoPc !== peer) return; // finished (joined) meanwhile
+      show("failed", "media_failed", { error: (err && (err.code || err.message)) || "?" });
+    } finally {
+      if (pattern) pattern.stop();
+      this.stopEcho();
+    }
+  }
+
+  stopEcho() {
+    const peer = this.echoPc;
+    this.echoPc = null;
+    if (!peer) return;
+    peer.close();
+    this.session.call("rtc:echo_stop", {}).catch(() => null);
+  }
+
   finish() {
+    this.finished = true;
+    this.stopEcho();
     this.stopMeter();
     if (this.audioCtx) this.audioCtx.close().catch(() => null);
     this.resolve({ stream: this.stream });

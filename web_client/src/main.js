@@ -1,9 +1,11 @@
 // Entry point: /join?token=... -> device check -> join -> waiting room -> call.
 import { CallView } from "./call.js";
+import { Dashboard } from "./dashboard.js";
 import { DeviceCheck } from "./devicecheck.js";
 import { button, clear, h, relabel, setI18n, tx } from "./dom.js";
 import { hasKey, lang, onLangChange, setLang } from "./i18n.js";
 import { Media } from "./media.js";
+import { RecordView } from "./record.js";
 import { DocumentsPanel } from "./mdt.js";
 import { RehabPanel } from "./rehab.js";
 import { Session } from "./session.js";
@@ -70,7 +72,17 @@ function ended(titleKey, detail) {
   const rejoin = titleKey === "left_title" || titleKey === "replaced_title" ? button("rejoin", () => location.reload(), { class: "primary big", id: "rejoin" }) : null;
   app.screen = "ended";
   const body = titleKey === "replaced_title" ? "replaced_body" : rejoin ? null : "close_window";
-  message(`screen-${titleKey.replace("_title", "")}`, titleKey, body, [reason, rejoin]);
+  // a host or clinician reads the consult record after the consult (record.js)
+  const role = app.session && app.session.claims && app.session.claims.role;
+  const canRead = (titleKey === "ended_title" || titleKey === "left_title") && (role === "host" || role === "clinician");
+  const openRecord = canRead ? button("record_open", () => showRecord(), { class: "primary big", id: "open-record" }) : null;
+  message(`screen-${titleKey.replace("_title", "")}`, titleKey, body, [reason, rejoin, openRecord]);
+}
+
+function showRecord() {
+  app.screen = "record";
+  app.record = new RecordView(screenRoot(), app.session);
+  return app.record.show();
 }
 
 async function leave() {
@@ -109,6 +121,12 @@ async function start() {
   document.body.prepend(header());
   onLangChange(() => relabel(document));
   const token = new URLSearchParams(location.search).get("token");
+  if (location.pathname === "/dashboard" && token) {
+    // a clinician's on-duty dashboard (duty token), docs/clinic.md
+    app.screen = "dashboard";
+    await new Dashboard(screenRoot(), token).start();
+    return;
+  }
   if (!token) {
     message("screen-no-token", "no_token_title", "no_token_body");
     return;

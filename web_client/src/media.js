@@ -133,10 +133,18 @@ export class Media extends EventTarget {
   async publishAll(generation) {
     if (generation !== this.generation) return;
     const sources = ["microphone", "camera"].filter((source) => this.localTrack(source));
-    if (this.localTrack("camera")) {
+    const cam = this.localTrack("camera");
+    if (cam) {
       // a second, small camera layer: the SFU switches lossy subscribers to it (no simulcast)
       await this.makeLowLayer();
       if (this.lowTrack) sources.push("camera_low");
+      if (!(this.hd && this.hd.on)) {
+        // the device check opened the camera at up to 1280x720; publishing starts at 640x480
+        // scaled from it (only after the clone exists: a track alone on its source would
+        // reopen the device at 640x480, and a shared source cannot be raised again) and
+        // adaptCapture goes back up once the estimate has room
+        await this.setCaptureSize(cam, 640, 480);
+      }
     }
     if (this.screenTrack) sources.push("screen");
     if (!sources.length) return;
@@ -355,5 +363,65 @@ export class Media extends EventTarget {
     else if ((rtt !== null && rtt > 0.3) || loss > 0.02) quality = "fair";
     this.quality = quality;
     this.fire("quality", { quality, rtt, loss });
+    await this.adaptCapture();
+  }
+
+  // -- capture size ---------------------------------------------------------------------------
+  // The device check opens the camera at up to 1280x720 (Chromium cannot raise a source's
+  // resolution later while another track, camera_low, shares it; scaling down and back up is
+  // free). Publishing starts at 640x480; the camera track goes to the device's full size (up to
+  // 1280x720) when the browser's own bandwidth estimate (transport-cc feedback from the server)
+  // has room for it, and back to 640x480 when the encoder stays limited by bandwidth or CPU
+  // (or sends under 60 % of the camera's frame rate), waiting longer before the next try each
+  // time (1, 2, 4 ... 16 min).
+  async adaptCapture() {
+    const tr = this.pub && this.pub.transceivers.camera;
+    const cam = this.localTrack("camera");
+    if (!tr || !cam || cam.readyState !== "live" || this.muted.camera) return;
+    const stats = await tr.sender.getStats().catch(() => null);
+    if (!stats) return;
+    let bwe = null;
+    let limited = null;
+    let fps = null;
+    stats.forEach((r) => {
+      if (r.type === "outbound-rtp" && r.kind === "video") {
+        limited = r.qualityLimitationReason || "none";
+        fps = r.framesPerSecond || 0;
+      }
+      if (r.type === "candidate-pair" && r.nominated && r.availableOutgoingBitrate) bwe = r.availableOutgoingBitrate;
+    });
+    // a saved preference keeps the camera at 640x480 (metered links, weak devices; tests)
+    if (!this.hd && (localStorage.getItem("tc.capture") || "") === "vga") return;
+    const hd = this.hd || (this.hd = { on: false, strikes: 0, backoff: 60_000, notBefore: 0 });
+    const now = Date.now();
+    if (!hd.on) {
+      const caps = cam.getCapabilities ? cam.getCapabilities() : {};
+      const can = !caps.width || !caps.width.max || caps.width.max >= 1280;
+      if (can && now >= hd.notBefore && bwe !== null && bwe >= 2_500_000 && limited === "none") {
+        await this.setCaptureSize(cam, 1280, 720);
+        hd.on = true;
+        hd.strikes = 0;
+      }
+      return;
+    }
+    // a starved machine shows as a frame rate far below the camera's, not always as "cpu"
+    const want = (cam.getSettings && cam.getSettings().frameRate) || 24;
+    const starved = fps !== null && fps < want * 0.6;
+    hd.strikes = limited === "bandwidth" || limited === "cpu" || starved ? hd.strikes + 1 : 0;
+    if (hd.strikes >= 3) {
+      await this.setCaptureSize(cam, 640, 480);
+      hd.on = false;
+      hd.notBefore = now + hd.backoff;
+      hd.backoff = Math.min(hd.backoff * 2, 16 * 60_000);
+    }
+  }
+
+  async setCaptureSize(track, width, height) {
+    try {
+      await track.applyConstraints({ width: { ideal: width }, height: { ideal: height }, frameRate: { ideal: 24 } });
+      this.fire("capture", { width, height });
+    } catch {
+      /* the device refused: keep what it gives */
+    }
   }
 }

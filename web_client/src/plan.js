@@ -4,6 +4,7 @@
 // shows each step in the patient's full-screen exercise view (RehabPanel's overlay: their own
 // video, the rep counter), with a big timer and spoken prompts. A clinician prescribes a plan
 // (a form of steps), follows a run and reads the patient's progress table.
+import { progressChart } from "./chart.js";
 import { button, clear, h, setI18n, tx } from "./dom.js";
 import { lang, t } from "./i18n.js";
 import { say } from "./voice.js";
@@ -284,6 +285,12 @@ export class PlanView {
           h("thead", {}, h("tr", {}, heads.map((k) => h("th", { scope: "col" }, tx(k))))),
           h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c))))),
         );
+      if (p.weeks && p.weeks.length) {
+        // ROM, score and adherence per week as a chart (uPlot), the tables below
+        const el = h("div", { class: "rehab-chart", id: "rehab-progress-chart", role: "img", "aria-label": tx("progress_chart_label") });
+        box.append(el);
+        progressChart(el, p.weeks.map((w) => ({ week: w.week, rom_deg: w.mean_rom_deg, score: w.mean_score, adherence: w.adherence })), { rom: tx("progress_rom"), score: tx("progress_score"), adherence: tx("progress_adherence") }, { width: Math.max(280, Math.min(560, (box.clientWidth || 560) - 8)), height: 220 });
+      }
       box.append(table("progress_runs", ["progress_date", "progress_sets", "progress_adherence", "rehab_reps", "progress_rom", "progress_score"], p.days.map((d) => [d.date, d.sets_prescribed ? `${d.sets_done} / ${d.sets_prescribed}` : "–", pct(d.adherence), fmt(d.reps), fmt(d.mean_rom_deg), fmt(d.mean_score)]), "rehab-progress-days"));
       box.append(table("progress_sessions", ["progress_date", "rehab_exercise", "rehab_reps", "progress_rom", "progress_score"], p.sessions.map((s) => [s.date, this.panel.exerciseTitle(s.exercise), fmt(s.reps), fmt(s.mean_rom_deg), fmt(s.mean_score)]), "rehab-progress-sessions"));
     } catch (err) {

@@ -9,6 +9,7 @@
 // Prescribed plans and the server-guided run (rehab:guide) are in plan.js; a guided run's sets
 // are ordinary sessions here (their rehab:started / rehab:report carry its run_id), shown in the
 // same full-screen view, which stays open from the countdown to the end of the plan.
+import { angleChart } from "./chart.js";
 import { button, clear, h, setI18n, tx } from "./dom.js";
 import { hasKey, lang, t } from "./i18n.js";
 import { PlanView } from "./plan.js";
@@ -39,6 +40,16 @@ export class RehabPanel {
     session.on("rehab:started", (info) => this.onStarted(info));
     session.on("rehab:update", (u) => this.onUpdate(u));
     session.on("rehab:report", (r) => this.onReport(r));
+    // joined again after a lost connection (or late): the sessions running in the room
+    session.on("joined", (st) => {
+      const runs = st.rehab_sessions || [];
+      const run = runs.find((r) => r.patient === st.self.identity) || runs[0];
+      if (run && (!this.running || this.running.session_id !== run.session_id)) this.onStarted(run);
+      else if (!run && this.running) {
+        this.running = null; // it ended while we were away (its report was missed)
+        this.render();
+      }
+    });
     for (const type of ["participant:joined", "participant:left", "joined"]) {
       session.on(type, () => setTimeout(() => !this.running && this.render(), 0));
     }
@@ -139,7 +150,8 @@ export class RehabPanel {
           h("dt", {}, tx("rehab_score")),
           h("dd", { id: "rehab-score" }, u && u.score != null ? u.score.toFixed(0) : "–"),
           h("dt", {}, tx("rehab_tracking")),
-          h("dd", {}, tx(u && !u.tracked ? "rehab_not_tracked" : "rehab_tracked")),
+          // the server's view status holds for a while: one untracked frame changes nothing
+          h("dd", { id: "rehab-view" }, tx(!u || u.view === "ok" || !u.view ? "rehab_tracked" : u.view === "step_back" ? "rehab_step_back_short" : "rehab_not_tracked")),
         ),
       );
     } else if (this.report) {
@@ -148,6 +160,13 @@ export class RehabPanel {
         h("h3", {}, tx("rehab_report")),
         h("p", { id: "rehab-report" }, tx("rehab_report_line", { exercise: this.exerciseTitle(r.exercise), reps: r.reps, target: r.target_reps, score: r.score == null ? "–" : r.score })),
       );
+      // the joint angle over time of each set, reps marked, target range shaded (uPlot)
+      for (const s of r.sets || []) {
+        if (!s.angle_trace || !s.angle_trace.t.length) continue;
+        const el = h("div", { class: "rehab-chart", id: `rehab-chart-${s.set}`, role: "img", "aria-label": tx("rehab_chart_label", { set: s.set, reps: s.reps }) });
+        box.append(el);
+        angleChart(el, s, { time: tx("rehab_chart_time"), angle: tx("rehab_chart_angle") }, { width: Math.max(280, Math.min(560, (box.clientWidth || 560) - 8)), height: 200 });
+      }
     } else {
       box.append(h("p", { class: "hint" }, tx("rehab_idle")));
     }
@@ -317,6 +336,7 @@ export class RehabPanel {
     else if (u && u.cue) {
       this.cue.textContent = u.cue[lang()] || u.cue.en;
       delete this.cue.dataset.i18n;
-    } else if (u && !u.tracked) setI18n(this.cue, "rehab_step_into_view");
+    } else if (u && u.view === "step_back") setI18n(this.cue, "rehab_step_into_view");
+    else if (u && u.view === "not_in_view") setI18n(this.cue, "rehab_come_into_view");
   }
 }

@@ -54,6 +54,7 @@ export class Session extends EventTarget {
     });
     this.socket = socket;
     socket.onAny((event, ...args) => {
+      if (event === "token:refresh") this.adoptToken(args[0] && args[0].token);
       if (FINAL_EVENTS.has(event)) {
         // the server says why it is about to close us: do not reconnect
         this.finished = true;
@@ -116,6 +117,20 @@ export class Session extends EventTarget {
         this.emitLocal("connection", { status: "reconnecting", attempt: this.attempt, error: err.message, code: refusal ? refusal.code : "unreachable" });
       });
     });
+  }
+
+  /** A refreshed join token (`token:refresh`: same grant, later expiry): used from now on for
+   * document requests, reconnects and a reload of this page. */
+  adoptToken(token) {
+    if (typeof token !== "string" || token.split(".").length !== 3) return;
+    this.token = token;
+    this.claims = decodeClaims(token);
+    if (this.socket) this.socket.auth = { token };
+    const url = new URL(location.href);
+    if (url.searchParams.has("token")) {
+      url.searchParams.set("token", token);
+      history.replaceState(history.state, "", url.toString());
+    }
   }
 
   emitLocal(type, detail) {

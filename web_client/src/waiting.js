@@ -2,6 +2,7 @@
 // docs/protocol.md) and the hospital's health-education content (local files).
 import { button, clear, formatMinutes, h, setI18n, tx } from "./dom.js";
 import { lang, onLangChange } from "./i18n.js";
+import { SymptomTree } from "./symptoms.js";
 import { prompt } from "./voice.js";
 
 function lines(text) {
@@ -71,6 +72,8 @@ export class WaitingRoom {
   show(state) {
     const root = clear(this.root);
     this.status = h("div", { class: "queue", id: "queue-status", role: "status", "aria-live": "polite" });
+    this.symptoms = new SymptomTree();
+    this.symptoms.load();
     this.form = this.cardForm();
     this.education = h("div", { class: "education", id: "education" });
     root.append(
@@ -97,6 +100,7 @@ export class WaitingRoom {
 
   hide() {
     for (const off of this.offs.splice(0)) off();
+    if (this.symptoms) this.symptoms.close();
   }
 
   update(state) {
@@ -109,8 +113,12 @@ export class WaitingRoom {
         state.expected_wait_s == null ? tx("waiting_expected_unknown") : tx("waiting_expected", { minutes: formatMinutes(state.expected_wait_s) }),
       ),
     );
-    rows.push(h("p", { class: "doctor-presence" }, tx(state.admitters_present ? "waiting_doctor_present" : "waiting_no_doctor")));
+    const present = Boolean(state.admitters_present);
+    rows.push(h("p", { class: `doctor-presence${present ? " present" : ""}`, id: "doctor-presence", "data-present": String(present) }, tx(present ? "waiting_doctor_present" : "waiting_no_doctor")));
     clear(this.status).append(...rows);
+    // say it once when the doctor arrives (lobby:position carries admitters_present)
+    if (present && this.doctorPresent === false) prompt("waiting_doctor_present");
+    this.doctorPresent = present;
   }
 
   cardForm() {
@@ -122,6 +130,14 @@ export class WaitingRoom {
         onsubmit: async (e) => {
           e.preventDefault();
           const card = cardFromForm(form);
+          const answers = this.symptoms.response();
+          if (answers) card.questionnaire_response = answers;
+          if (!card.chief_complaint) card.chief_complaint = this.symptoms.summary();
+          if (!card.chief_complaint) {
+            setI18n(result, "card_need_chief");
+            result.className = "form-result error";
+            return;
+          }
           try {
             await this.session.call("lobby:card", { card });
             this.session.card = card; // re-sent on a reconnect
@@ -133,7 +149,8 @@ export class WaitingRoom {
           }
         },
       },
-      field("card_chief", h("textarea", { name: "chief_complaint", required: true, maxlength: "500", rows: "2" })),
+      h("fieldset", { class: "symptoms-box" }, h("legend", {}, tx("symptoms_title")), this.symptoms.element),
+      field("card_chief", h("textarea", { name: "chief_complaint", maxlength: "500", rows: "2" })),
       h("div", { class: "two" }, field("card_pain", numberInput("pain", "0", "10")), field("card_duration", h("input", { name: "since", maxlength: "100" }))),
       field("card_medications", h("textarea", { name: "medications", rows: "2" })),
       field("card_allergies", h("textarea", { name: "allergies", rows: "2" })),

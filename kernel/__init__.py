@@ -1,0 +1,1 @@
+"""The kernel: rooms, records, routing, tokens and errors; it uses no feature."""

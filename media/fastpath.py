@@ -1,0 +1,231 @@
+"""The forwarding fast path: a frame's RTP packets written as bytes, protected and sent at once.
+
+aiortc's sender builds an ``RtpPacket`` object per packet, serializes it with its header
+extensions, reads the NTP clock, and awaits a coroutine chain per packet (sender, DTLS
+transport, ICE transport, aioice connection, protocol). On a forwarding sender,
+:class:`FastSender` takes over from the packer's payloads on: per packet it packs a 12-byte
+header (SSRC, sequence number, timestamp, marker) in front of the frame's header-extension
+block (mid and abs-send-time, laid out once by aiortc's own serializer), protects it with the
+DTLS transport's outbound SRTP session and hands it to the selected ICE pair's datagram
+transport, with no coroutine per packet. Once the sender's task has sent a first frame, a
+frame the forwarder queues is sent at once from the forwarder's own stack
+(:func:`direct_sender`): no task wake-up per frame and subscriber either; the task remains
+for the first frame, a link that is down, and TURN pairs. aiortc keeps ICE, DTLS, SDP and RTCP:
+the sender's RTCP task still sends its reports from the counts written back here, and NACKs
+are answered by aiortc's ``_retransmit`` from the same RTX history (over RTX when negotiated).
+
+All access to aiortc's internals goes through :class:`~media.aiortc_patch.SenderWire`.
+Enabled by ``media.fast_path`` (settings.py); ``false`` keeps aiortc's own send path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import clock
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import HeaderExtensions, RtpPacket
+
+from .aiortc_patch import SenderWire, fast_sender, install_fast_sender
+
+logger = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("!BBHII")
+_RTP_HISTORY_SIZE = 128  # aiortc.rtcrtpsender.RTP_HISTORY_SIZE (checked by the tests)
+#: bytes queued in asyncio's datagram transport (the kernel refused them) above which a
+#: packet is dropped instead of queued: a stalled socket must not grow memory without bound
+MAX_WRITE_BUFFER = 256 * 1024
+
+
+class SentPacket(RtpPacket):
+    """A sent packet as aiortc's RTX history holds it, built without ``RtpPacket.__init__``.
+
+    ``_retransmit`` reads ``sequence_number``, ``wrap_rtx`` the header fields, payload, csrc
+    and extensions, and ``serialize`` the rest; the defaults are class attributes.
+    """
+
+    version = 2
+    padding_size = 0
+    csrc: list[int] = []  # read only (wrap_rtx copies the reference)
+
+    def __init__(
+        self,
+        payload_type: int,
+        marker: int,
+        sequence_number: int,
+        timestamp: int,
+        ssrc: int,
+        payload: bytes,
+        extensions: HeaderExtensions,
+    ) -> None:
+        self.payload_type = payload_type
+        self.marker = marker
+        self.sequence_number = sequence_number
+        self.timestamp = timestamp
+        self.ssrc = ssrc
+        self.payload = payload
+        self.extensions = extensions
+
+
+class ExtensionTemplate:
+    """The header-extension block aiortc's sender writes (mid, abs-send-time), as bytes.
+
+    Laid out once with aiortc's own ``HeaderExtensionsMap`` (same ids, order and padding);
+    per frame only the 3 bytes of abs-send-time are patched in.
+    """
+
+    def __init__(self, ext_map: Any, mid: str | None) -> None:
+        self.mid = mid
+
+        def block(abs_send_time: int | None) -> bytes:
+            values = HeaderExtensions()
+            values.mid = mid
+            values.abs_send_time = abs_send_time
+            profile, value = ext_map.set(values)
+            return struct.pack("!HH", profile, len(value) >> 2) + value if value else b""
+
+        low, high = block(0), block(0xFFFFFF)
+        self.block = low
+        diff = [i for i in range(len(low)) if low[i] != high[i]]
+        self.abs_at: int | None = diff[0] if diff else None
+        if diff and diff != [diff[0], diff[0] + 1, diff[0] + 2]:
+            raise ValueError("unexpected abs-send-time layout")
+
+    def build(self, abs_send_time: int) -> bytes:
+        at = self.abs_at
+        if at is None:
+            return self.block
+        return self.block[:at] + abs_send_time.to_bytes(3, "big") + self.block[at + 3 :]
+
+
+class FastSender:
+    """The fast path of one forwarding sender (lives as long as the sender: m-line reuse keeps
+    its sequence numbers and timestamp origin)."""
+
+    def __init__(self, wire: SenderWire) -> None:
+        self.wire = wire
+        self.sequence = int.from_bytes(os.urandom(2), "big") % 32768  # as aiortc: no early wrap
+        self.timestamp_origin = int.from_bytes(os.urandom(4), "big")
+        self.template: ExtensionTemplate | None = None
+        self.packets = 0
+        self.direct_frames = 0  # sent from the forwarder's stack (direct_sender), not the task
+        self.dropped = 0  # refused by a full socket (see MAX_WRITE_BUFFER)
+        self.bytes_out = 0  # protected bytes handed to the socket
+        self._protect: Any = None
+        self._transport: Any = None
+        self._addr: tuple[str, int] | None = None
+        self._pending: list[bytes] = []  # protected datagrams for aioice (TURN relay pairs)
+        self.codec: RTCRtpCodecParameters | None = None  # known once the task sent a frame
+
+    def transmit(self, data: bytes) -> None:
+        """Protect one serialized RTP packet and send it on the selected pair (tests wrap it)."""
+        datagram = self._protect(data)
+        self.bytes_out += len(datagram)
+        transport = self._transport
+        if transport is None:
+            self._pending.append(datagram)
+        elif transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            self.dropped += 1
+        else:
+            transport.sendto(datagram, self._addr)
+
+    async def send_frame(self, frame: Any, codec: RTCRtpCodecParameters) -> None:
+        """Pack ``frame`` with the sender's packer and send its packets (what ``_run_rtp`` does
+        per packet, once per frame); called by the sender's task."""
+        self._protect, self._transport, self._addr = self.wire.link()
+        self.codec = codec
+        self._send(frame, codec)
+        if self._pending:
+            pending, self._pending = self._pending, []
+            for datagram in pending:
+                await self.wire.send_via_ice(datagram)
+
+    def send_now(self, frame: Any) -> None:
+        """Send ``frame`` from the caller's stack (see :func:`direct_sender`)."""
+        self._send(frame, self.codec)  # type: ignore[arg-type]
+
+    def ready(self) -> bool:
+        """True when a frame can be sent now without the sender's task: the task has sent one
+        (so the sender runs and DTLS is up), the link is up and is a plain UDP socket."""
+        if self.codec is None or not self.wire.enabled:
+            return False
+        try:
+            self._protect, self._transport, self._addr = self.wire.link()
+        except ConnectionError:
+            return False  # the task finds out too, and ends as aiortc's loop does
+        return self._transport is not None
+
+    def _send(self, frame: Any, codec: RTCRtpCodecParameters) -> None:
+        wire = self.wire
+        payloads, timestamp = wire.packer.pack(frame)
+        if not payloads:
+            return
+        template = self.template
+        if template is None or template.mid != wire.header_extensions()[1]:
+            template = self.template = ExtensionTemplate(*wire.header_extensions())
+        ntp = clock.current_ntp_time()
+        abs_send_time = (ntp >> 14) & 0xFFFFFF
+        ext = template.build(abs_send_time)
+        extensions = HeaderExtensions()
+        extensions.mid = template.mid
+        extensions.abs_send_time = abs_send_time
+        first = 0x90 if ext else 0x80
+        pt = codec.payloadType
+        ts = (self.timestamp_origin + timestamp) & 0xFFFFFFFF
+        ssrc = wire.ssrc
+        seq = self.sequence
+        history = wire.history
+        pack = _HEADER.pack
+        transmit = self.transmit
+        last = len(payloads) - 1
+        octets = 0
+        bytes0 = self.bytes_out
+        for i, payload in enumerate(payloads):
+            marker = 1 if i == last else 0
+            data = pack(first, (marker << 7) | pt, seq, ts, ssrc) + ext + payload
+            history[seq % _RTP_HISTORY_SIZE] = SentPacket(
+                pt, marker, seq, ts, ssrc, payload, extensions
+            )
+            transmit(data)
+            octets += len(payload)
+            seq = (seq + 1) & 0xFFFF
+        self.sequence = seq
+        self.packets += len(payloads)
+        wire.account(len(payloads), octets, self.bytes_out - bytes0, ts, ntp)
+
+
+def direct_sender(sender: Any) -> Callable[[Any], bool]:
+    """``drain(track) -> bool``: send what ``track`` has queued from the caller's stack.
+
+    Called when the forwarder queues a frame: instead of waking the sender's task (an event,
+    a task switch and two coroutines per frame and subscriber), the frame is packed, protected
+    and sent right away, in queue order. False (nothing taken) when the fast sender is not
+    ready (:meth:`FastSender.ready`): the task then sends, as before.
+    """
+    fast: FastSender = fast_sender(sender)
+
+    def drain(track: Any) -> bool:
+        if not fast.ready():
+            return False
+        taken = False
+        while (frame := track.take()) is not None:
+            taken = True
+            fast.direct_frames += 1
+            try:
+                fast.send_now(frame)
+            except Exception:  # never into the publisher's receive path
+                logger.exception("fast path: frame not sent")
+            track.sent(frame)
+        return taken
+
+    return drain
+
+
+def attach(sender: Any) -> FastSender:
+    """Put ``sender`` (a forwarding sender holding a FramePacker) on the fast path."""
+    fast: FastSender = install_fast_sender(sender, FastSender)
+    return fast

@@ -1,0 +1,316 @@
+"""Encoded frames: assembling them from RTP packets, and packing them back into RTP payloads.
+
+The SFU never decodes. A publisher's RTP packets are assembled into whole encoded frames
+(:class:`VideoAssembler`, :class:`AudioAssembler`), fanned out as :class:`EncodedFrame`
+objects, and re-packetized per subscriber by a :class:`FramePacker` standing in for the
+sender's encoder (it only packs: it has no ``encode`` and owns no codec context).
+
+Why not aiortc's ``JitterBuffer``: it hands out a frame only when the first packet of the
+*next* frame arrives (one frame interval of added delay for video, 20 ms for audio on top of
+its 4-packet audio prefetch, ~80 ms). A forwarder can release a video frame as soon as its
+marker packet completes a contiguous run of packets, and an Opus packet as soon as it arrives.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc.codecs.vpx import VpxPayloadDescriptor
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_add, uint16_gt
+
+from .aiortc_patch import depayloaded, h264_nal_units, h264_packetize, vp8_packetize
+
+# How long a hole in a video frame may wait for its NACK-triggered retransmission before the
+# assembler gives up, drops to the next keyframe and asks the publisher for one.
+GAP_TIMEOUT_S = 0.5
+# Hard bound on packets held while waiting for a hole to fill.
+MAX_PENDING_PACKETS = 512
+
+SUPPORTED_CODECS = ("video/vp8", "video/h264", "audio/opus")
+
+
+@dataclass(slots=True)
+class EncodedFrame:
+    """One complete encoded frame as the publisher's encoder produced it."""
+
+    data: bytes
+    timestamp: int  # RTP clock units, unwrapped, publisher's origin (never negative)
+    keyframe: bool
+    arrival: float  # time.monotonic() when the frame became complete at the SFU
+    audio_level: int | None = None  # RFC 6464 -dBov (0 loudest .. 127 silence), audio only
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _h264_nal_types(data: bytes) -> list[int]:
+    return [nal[0] & 0x1F for nal in h264_nal_units(data) if nal]
+
+
+def is_vp8_keyframe(data: bytes) -> bool:
+    """VP8 frame tag: bit 0 of the first byte is 0 for a key frame (RFC 6386 9.1)."""
+    return bool(data) and (data[0] & 0x01) == 0
+
+
+def is_h264_keyframe(data: bytes) -> bool:
+    """An access unit carrying an IDR slice or an SPS is a decoder entry point."""
+    return any(t in (5, 7) for t in _h264_nal_types(data))
+
+
+def is_keyframe(mime: str, data: bytes) -> bool:
+    mime = mime.lower()
+    if mime == "video/vp8":
+        return is_vp8_keyframe(data)
+    if mime == "video/h264":
+        return is_h264_keyframe(data)
+    return True
+
+
+class _TimestampUnwrapper:
+    """RTP timestamps relative to the first one, unwrapped past 2**32 (reordering-safe)."""
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+        self._value = 0
+
+    def map(self, ts: int) -> int:
+        if self._last is None:
+            self._last = ts
+            return 0
+        delta = (ts - self._last) & 0xFFFFFFFF
+        if delta >= 0x80000000:
+            delta -= 1 << 32
+        if delta > 0:
+            self._last = ts
+            self._value += delta
+            return self._value
+        return max(0, self._value + delta)
+
+
+FrameCallback = Callable[[EncodedFrame], None]  # the publication's on_frame
+
+
+class VideoAssembler:
+    """Reassembles depayloaded video RTP packets (:func:`depayloaded`) into whole frames.
+
+    Drop-in for aiortc's ``JitterBuffer`` as far as ``RTCRtpReceiver._handle_rtp_packet`` is
+    concerned: ``add(packet)`` returns ``(pli_flag, None)``; complete frames go to ``sink``
+    synchronously, in order. After a loss that NACK could not repair, frames are skipped up
+    to the next keyframe start and ``on_loss`` is called (the caller sends a throttled PLI).
+    """
+
+    def __init__(self, mime: str, sink: FrameCallback, on_loss: Callable[[], None]) -> None:
+        self.mime = mime.lower()
+        self._sink = sink
+        self._on_loss = on_loss
+        self._pending: dict[int, RtpPacket] = {}
+        self._next: int | None = None  # first sequence number of the next frame
+        self._gap_since: float | None = None
+        self._ts = _TimestampUnwrapper()
+        self.media_ssrc: int | None = None
+        self.frames = 0
+        self.packets = 0
+        self.bytes = 0
+        self.keyframes = 0
+        self.losses = 0
+
+    @property
+    def capacity(self) -> int:  # JitterBuffer compatibility
+        return MAX_PENDING_PACKETS
+
+    def _is_frame_start(self, packet: RtpPacket) -> bool:
+        data = depayloaded(packet)
+        if not data:
+            return False
+        if self.mime == "video/vp8":
+            try:
+                descr, _ = VpxPayloadDescriptor.parse(packet.payload)
+            except ValueError:
+                return False
+            return bool(descr.partition_start) and descr.partition_id == 0
+        if self.mime == "video/h264":
+            return data.startswith(b"\x00\x00\x00\x01") or data.startswith(b"\x00\x00\x01")
+        return True
+
+    def _is_keyframe_start(self, packet: RtpPacket) -> bool:
+        if not self._is_frame_start(packet):
+            return False
+        return is_keyframe(self.mime, depayloaded(packet))
+
+    def add(self, packet: RtpPacket) -> tuple[bool, None]:
+        seq = packet.sequence_number
+        self.media_ssrc = packet.ssrc
+        self.packets += 1
+        if self._next is not None and seq != self._next and uint16_gt(self._next, seq):
+            return False, None  # late or duplicate: its frame was already released or skipped
+        self._pending[seq] = packet
+        if self._next is None:
+            if self._is_keyframe_start(packet):
+                self._resync(seq)
+            elif len(self._pending) > MAX_PENDING_PACKETS:
+                self._pending.clear()
+            return False, None
+        self._release()
+        if self._pending:
+            now = time.monotonic()
+            if self._gap_since is None:
+                self._gap_since = now
+            elif now - self._gap_since > GAP_TIMEOUT_S or len(self._pending) > MAX_PENDING_PACKETS:
+                self._give_up()
+        else:
+            self._gap_since = None
+        return False, None
+
+    def _resync(self, seq: int) -> None:
+        self._next = seq
+        for s in list(self._pending):
+            if uint16_gt(seq, s):
+                del self._pending[s]
+        self._gap_since = None
+        self._release()
+
+    def _give_up(self) -> None:
+        self.losses += 1
+        self._next = None
+        self._gap_since = None
+        self._on_loss()
+        for seq in sorted(self._pending, key=lambda s: (s - min(self._pending)) & 0xFFFF):
+            if self._is_keyframe_start(self._pending[seq]):
+                self._resync(seq)
+                return
+
+    def _release(self) -> None:
+        pending = self._pending
+        while self._next is not None and self._next in pending:
+            seq = self._next
+            ts = pending[seq].timestamp
+            run: list[int] = []
+            complete = False
+            while seq in pending and pending[seq].timestamp == ts:
+                run.append(seq)
+                if pending[seq].marker:
+                    complete = True
+                    break
+                seq = uint16_add(seq, 1)
+            if not complete and seq in pending:
+                complete = True  # next frame started without a marker: frame ended before it
+            if not complete:
+                return
+            packets = [pending.pop(s) for s in run]
+            self._next = uint16_add(run[-1], 1)
+            self._gap_since = None
+            self._emit(packets)
+
+    def _emit(self, packets: list[RtpPacket]) -> None:
+        data = b"".join([depayloaded(p) for p in packets])
+        key = is_keyframe(self.mime, data)
+        self.frames += 1
+        self.bytes += len(data)
+        if key:
+            self.keyframes += 1
+        self._sink(
+            EncodedFrame(
+                data=data,
+                timestamp=self._ts.map(packets[0].timestamp),
+                keyframe=key,
+                arrival=time.monotonic(),
+            )
+        )
+
+
+class AudioAssembler:
+    """One Opus packet is one frame: release it at once, in sequence order, dropping late ones."""
+
+    def __init__(self, mime: str, sink: FrameCallback, on_loss: Callable[[], None]) -> None:
+        self.mime = mime.lower()
+        self._sink = sink
+        self._last: int | None = None
+        self._ts = _TimestampUnwrapper()
+        self.media_ssrc: int | None = None
+        self.frames = 0
+        self.packets = 0
+        self.bytes = 0
+        self.keyframes = 0
+        self.losses = 0
+
+    @property
+    def capacity(self) -> int:
+        return 1
+
+    def add(self, packet: RtpPacket) -> tuple[bool, None]:
+        self.media_ssrc = packet.ssrc
+        self.packets += 1
+        seq = packet.sequence_number
+        if self._last is not None and not uint16_gt(seq, self._last):
+            return False, None
+        self._last = seq
+        data = depayloaded(packet)
+        if not data:
+            return False, None
+        level = packet.extensions.audio_level
+        self.frames += 1
+        self.bytes += len(data)
+        self._sink(
+            EncodedFrame(
+                data=data,
+                timestamp=self._ts.map(packet.timestamp),
+                keyframe=True,
+                arrival=time.monotonic(),
+                audio_level=level[1] if level is not None else None,
+            )
+        )
+        return False, None
+
+
+def make_assembler(
+    mime: str, sink: FrameCallback, on_loss: Callable[[], None]
+) -> VideoAssembler | AudioAssembler:
+    if mime.lower().startswith("video/"):
+        return VideoAssembler(mime, sink, on_loss)
+    return AudioAssembler(mime, sink, on_loss)
+
+
+class FramePacker:
+    """Stands in for an aiortc ``Encoder`` on a forwarding sender: ``pack`` only.
+
+    ``RTCRtpSender._next_encoded_frame`` calls ``encoder.pack(data)`` for anything its track
+    returns that is not an ``av.Frame``; our tracks return :class:`EncodedFrame`. The RTP
+    payload formats come from aiortc's own packetizers (class/static methods, no codec context).
+    ``target_bitrate`` receives the subscriber's REMB estimate (the sender sets it).
+    """
+
+    def __init__(self, mime: str, on_pack: Callable[[EncodedFrame], None] | None = None) -> None:
+        mime = mime.lower()
+        if mime not in SUPPORTED_CODECS:
+            raise ValueError(f"cannot forward codec {mime}")
+        self.mime = mime
+        self._on_pack = on_pack
+        self._picture_id = int.from_bytes(os.urandom(2), "big") & 0x7FFF
+        self.target_bitrate: int | None = None
+        self.timestamp_offset = 0  # set by the subscription when it switches source layers
+        self.last_timestamp: int | None = None  # of the last frame packed, offset applied
+        self.frames = 0
+        self.packets = 0
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        raise TypeError("the SFU forwards encoded frames; it never encodes")
+
+    def pack(self, frame: EncodedFrame) -> tuple[list[bytes], int]:
+        if not isinstance(frame, EncodedFrame):
+            raise TypeError(f"FramePacker packs EncodedFrame, not {type(frame).__name__}")
+        if self._on_pack is not None:
+            self._on_pack(frame)
+        self.frames += 1
+        if self.mime == "video/vp8":
+            payloads = vp8_packetize(frame.data, self._picture_id)
+            self._picture_id = (self._picture_id + 1) & 0x7FFF
+        elif self.mime == "video/h264":
+            payloads = h264_packetize(h264_nal_units(frame.data))
+        else:
+            payloads = [frame.data]
+        self.packets += len(payloads)
+        self.last_timestamp = frame.timestamp + self.timestamp_offset
+        return payloads, self.last_timestamp & 0xFFFFFFFF

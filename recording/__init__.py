@@ -1,0 +1,1 @@
+"""Consented recording: consent per participant, one file per track."""

@@ -1,0 +1,144 @@
+"""The forwarding fast path on its own: the bytes it writes, its accounting, a full socket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiortc import rtcrtpsender
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpParameters,
+)
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket, wrap_rtx
+
+from media import fastpath
+from media.aiortc_patch import fast_sender
+from media.client import SyntheticVideoTrack, ToneAudioTrack
+from media.fastpath import FastSender
+from media.frames import EncodedFrame, FramePacker
+
+from .conftest import Harness, wait_for
+
+VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+ABS_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+
+class _Transport:
+    def __init__(self, backlog: int = 0) -> None:
+        self.sent: list[tuple[bytes, Any]] = []
+        self.backlog = backlog
+
+    def get_write_buffer_size(self) -> int:
+        return self.backlog
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        self.sent.append((data, addr))
+
+
+class _Wire:
+    """A SenderWire stand-in: identity "protection", a recording datagram transport."""
+
+    def __init__(self, extensions: list[RTCRtpHeaderExtensionParameters], backlog: int = 0):
+        self.ext_map = HeaderExtensionsMap()
+        self.ext_map.configure(RTCRtpParameters(headerExtensions=extensions))
+        self.packer = FramePacker("video/vp8")
+        self.ssrc = 0x11223344
+        self.history: dict[int, Any] = {}
+        self.transport = _Transport(backlog)
+        self.accounted: list[tuple[int, int, int, int, int]] = []
+
+    def header_extensions(self) -> tuple[Any, str | None]:
+        return self.ext_map, "1"
+
+    def link(self) -> tuple[Any, Any, Any]:
+        return (lambda data: data), self.transport, ("192.0.2.1", 5000)
+
+    def account(self, *args: int) -> None:
+        self.accounted.append(args)  # type: ignore[arg-type]
+
+
+def _frame(size: int = 3000) -> EncodedFrame:
+    return EncodedFrame(
+        data=bytes(range(256)) * (size // 256), timestamp=3000, keyframe=True, arrival=0.0
+    )
+
+
+@pytest.mark.parametrize(
+    "extensions",
+    [
+        [],
+        [RTCRtpHeaderExtensionParameters(id=4, uri=MID_URI)],
+        [
+            RTCRtpHeaderExtensionParameters(id=4, uri=MID_URI),
+            RTCRtpHeaderExtensionParameters(id=3, uri=ABS_URI),
+        ],
+    ],
+    ids=["none", "mid", "mid+abs-send-time"],
+)
+async def test_packets_are_the_bytes_aiortc_would_serialize(
+    extensions: list[RTCRtpHeaderExtensionParameters],
+) -> None:
+    wire = _Wire(extensions)
+    fast = FastSender(wire)  # type: ignore[arg-type]
+    await fast.send_frame(_frame(), VP8)
+    sent = wire.transport.sent
+    assert len(sent) > 1 and all(addr == ("192.0.2.1", 5000) for _, addr in sent)
+    for i, (data, _) in enumerate(sent):
+        packet = RtpPacket.parse(data, wire.ext_map)
+        assert packet.ssrc == wire.ssrc and packet.payload_type == VP8.payloadType
+        assert packet.marker == (1 if i == len(sent) - 1 else 0)
+        # what aiortc's _run_rtp would have written for the same fields
+        expected = RtpPacket(
+            payload_type=VP8.payloadType,
+            marker=packet.marker,
+            sequence_number=packet.sequence_number,
+            timestamp=packet.timestamp,
+            ssrc=wire.ssrc,
+            payload=packet.payload,
+        )
+        expected.extensions.mid = "1"
+        expected.extensions.abs_send_time = packet.extensions.abs_send_time
+        assert data == expected.serialize(wire.ext_map)
+        # the RTX history holds it for aiortc's _retransmit, wrapped and serialized alike
+        held = wire.history[packet.sequence_number % rtcrtpsender.RTP_HISTORY_SIZE]
+        assert held.serialize(wire.ext_map) == data
+        rtx, want = (
+            wrap_rtx(p, payload_type=98, sequence_number=7, ssrc=5) for p in (held, expected)
+        )
+        assert rtx.serialize(wire.ext_map) == want.serialize(wire.ext_map)
+    seqs = [int.from_bytes(d[2:4], "big") for d, _ in sent]
+    assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(len(seqs))]
+    packets, octets, datagram_bytes, rtp_ts, _ntp = wire.accounted[-1]
+    assert packets == len(sent) and datagram_bytes == sum(len(d) for d, _ in sent)
+    assert octets == sum(len(RtpPacket.parse(d, wire.ext_map).payload) for d, _ in sent)
+    assert rtp_ts == int.from_bytes(sent[0][0][4:8], "big")
+    assert fastpath._RTP_HISTORY_SIZE == rtcrtpsender.RTP_HISTORY_SIZE
+
+
+async def test_a_full_socket_drops_instead_of_queueing() -> None:
+    wire = _Wire([], backlog=fastpath.MAX_WRITE_BUFFER + 1)
+    fast = FastSender(wire)  # type: ignore[arg-type]
+    await fast.send_frame(_frame(), VP8)
+    assert wire.transport.sent == [] and fast.dropped == wire.accounted[-1][0] > 0
+
+
+async def test_fast_path_carries_the_forwarded_media(harness: Harness) -> None:
+    assert harness.room.settings.fast_path  # the default
+    alice = await harness.join("alice", subscribe=False)
+    bob = await harness.join("bob", publish=False, decode=False)
+    await alice.publish({"camera": SyntheticVideoTrack(), "microphone": ToneAudioTrack()})
+    keys = [("alice", "camera"), ("alice", "microphone")]
+    await wait_for(lambda: all(k in bob.received and bob.received[k].frames >= 10 for k in keys))
+    session = harness.room.sessions["bob"]
+    for key in keys:
+        sender = session.subscriptions[key].sender
+        fast = fast_sender(sender)
+        assert fast is not None and fast.packets > 0
+        assert fast.direct_frames > 0  # most frames leave from the forwarder's stack
+        # aiortc's sender reports (RTCP SR, getStats) count what the fast path sent
+        report = await sender.getStats()
+        outbound = next(s for s in report.values() if s.type == "outbound-rtp")
+        assert outbound.packetsSent >= fast.packets - 2  # (a frame may be on its way)
