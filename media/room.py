@@ -505,15 +505,20 @@ class RoomMedia:
                     has_low=low is not None and low.mime == sub.mime,
                 )
             )
+        rates = {d.key: (d.high_bps, d.low_bps) for d in demands}
         for key, layer in session.layers.choose(now, demands, audio, other).items():
             sub = session.subscriptions.get(key)
             if sub is not None and sub.auto_layer != layer:
+                high_bps, low_bps = rates.get(key, (None, None))
                 logger.info(
-                    "media: %s layer %s -> %s (estimate %s kbit/s, loss %s, nacks %s)",
+                    "media: %s layer %s -> %s (estimate %s kbit/s, layers %s/%s kbit/s, "
+                    "loss %s, nacks %s)",
                     key[1],
                     sub.auto_layer,
                     layer,
                     round((session.layers.estimate_bps or 0) / 1000),
+                    round((high_bps or 0) / 1000),
+                    round((low_bps or 0) / 1000),
                     sub.fraction_lost,
                     sub.nack_ratio,
                 )
