@@ -118,6 +118,73 @@ async (pcExpr) => {
   return rtt;
 }
 """
+# The publisher connection's view each second: its estimate, each video stream's encoder
+# target and bytes, and the loss the server's receiver reports tell it (remote-inbound-rtp).
+SENDER_JS = """
+async (pcExpr) => {
+  const pc = eval(pcExpr);
+  if (!pc) return null;
+  const stats = await pc.getStats();
+  const out = {t: performance.now() / 1000, bwe: null, streams: []};
+  const remote = {};
+  stats.forEach((r) => {
+    if (r.type === 'remote-inbound-rtp' && r.kind === 'video')
+      remote[r.localId] = {lost: r.packetsLost, fraction: r.fractionLost};
+    if (r.type === 'candidate-pair' && r.nominated && r.availableOutgoingBitrate)
+      out.bwe = r.availableOutgoingBitrate;
+  });
+  stats.forEach((r) => {
+    if (r.type !== 'outbound-rtp' || r.kind !== 'video') return;
+    out.streams.push({
+      mid: r.mid, bytes: r.bytesSent, target: r.targetBitrate || null,
+      width: r.frameWidth || 0, limitation: r.qualityLimitationReason || null,
+      nacks: r.nackCount || 0, plis: r.pliCount || 0, ...(remote[r.id] || {}),
+    });
+  });
+  return out;
+}
+"""
+
+
+class SenderTimeline:
+    """The publisher's own stats once a second (when its estimate falls, and on what)."""
+
+    def __init__(self, page: Any, pc_expr: str) -> None:
+        self.page, self.pc_expr = page, pc_expr
+        self.samples: list[dict[str, Any]] = []
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                s = await self.page.evaluate(SENDER_JS, self.pc_expr)
+                if s is not None:
+                    self.samples.append(s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per sample: seconds, estimate and summed target (kbit/s), summed NACKs and
+        PLIs received, the highest fraction lost the server reported, widths sent."""
+        rows = []
+        t0 = self.samples[0]["t"] if self.samples else 0.0
+        for s in self.samples:
+            streams = s["streams"]
+            rows.append(
+                {
+                    "at": round(s["t"] - t0, 1),
+                    "bwe": round((s["bwe"] or 0) / 1000),
+                    "target": round(sum(x["target"] or 0 for x in streams) / 1000),
+                    "nacks": sum(x["nacks"] for x in streams),
+                    "plis": sum(x["plis"] for x in streams),
+                    "rr_fraction_lost": max((x.get("fraction") or 0 for x in streams), default=0),
+                    "rr_lost": sum(x.get("lost") or 0 for x in streams),
+                    "widths": [x["width"] for x in streams],
+                    "limitation": sorted({x["limitation"] for x in streams if x["limitation"]}),
+                }
+            )
+        return rows
+
+
 SET_ANSWER_JS = "(sdp) => window.__p2p.setRemoteDescription({type: 'answer', sdp})"
 ANSWER_JS = """
 async (offer) => {
@@ -276,7 +343,11 @@ async def sfu(
         url = server.rx_url if target is browser_rx else server.url
         pages.append(await join_app(target, url, token))
     receivers = [Receiver(f"dr-{i}", p, SFU_SUB, "dr-0") for i, p in enumerate(pages) if i > 0]
+    timeline, stop = SenderTimeline(pages[0], SFU_PUB), asyncio.Event()
+    sampler = asyncio.ensure_future(timeline.run(stop))
     await sample_for(receivers, seconds)
+    stop.set()
+    await sampler
     for rec in receivers:  # the server's view: which layer, how many automatic switches
         with contextlib.suppress(Exception):
             ack = await rec.page.evaluate("() => window.__tc.session.call('rtc:stats', {})")
@@ -290,6 +361,7 @@ async def sfu(
         keys = ("keyframes", "plis_sent", "losses_unrepaired")
         server = {src: {k: pubs[src].get(k) for k in keys} for src in pubs if "camera" in src}
         send_stats = (send_stats or {}) | {"server": server}
+    send_stats = (send_stats or {}) | {"timeline": timeline.summary()}
     for page in pages:
         await page.context.close()
     return receivers, send_stats

@@ -120,3 +120,39 @@ def test_keyframe_detection() -> None:
     sps_idr = b"\x00\x00\x00\x01\x67\x42" + b"\x00\x00\x00\x01\x65\x88"
     p_slice = b"\x00\x00\x00\x01\x41\x9a"
     assert is_h264_keyframe(sps_idr) and not is_h264_keyframe(p_slice)
+
+
+def test_a_keyframe_with_an_unrepaired_hole_is_given_up_once(monkeypatch) -> None:
+    """A keyframe that lost a packet for good, then more than MAX_PENDING_PACKETS of delta
+    frames, then a whole keyframe: the assembler gives up on the broken one once (not once per
+    later packet, resyncing to the same broken keyframe: that took 80 % of a core at 5 % loss)
+    and plays from the next keyframe on."""
+    import media.frames as frames
+
+    asm, got, losses = make()
+    calls = 0
+    original = asm._is_keyframe_start
+
+    def counted(packet: RtpPacket) -> bool:
+        nonlocal calls
+        calls += 1
+        return original(packet)
+
+    monkeypatch.setattr(asm, "_is_keyframe_start", counted)
+    seq = 65000  # and the sequence numbers wrap on the way
+    broken = packets(KEY, seq, 0)
+    seq += len(broken)
+    deltas = []
+    while sum(len(d) for d in deltas) <= frames.MAX_PENDING_PACKETS + 50:
+        deltas.append(packets(DELTA, seq & 0xFFFF, 3000 * (len(deltas) + 1)))
+        seq += len(deltas[-1])
+    whole = packets(KEY, seq & 0xFFFF, 3000 * (len(deltas) + 1))
+    after = packets(DELTA, (seq + len(whole)) & 0xFFFF, 3000 * (len(deltas) + 2))
+    for p in [broken[0], *broken[2:]]:  # broken[1] never arrives
+        asm.add(p)
+    assert got == []
+    for p in [p for d in deltas for p in d] + whole + after:
+        asm.add(p)
+    assert [f.data for f in got] == [KEY, DELTA]  # the whole keyframe and what follows it
+    assert 1 <= len(losses) <= 2, len(losses)
+    assert calls < 4 * (frames.MAX_PENDING_PACKETS + 100), calls  # no scan per packet
