@@ -223,10 +223,12 @@ class TwccRecorder:
             self.late += 1
             return
         self._arrivals.setdefault(value, arrival_us // TICK_US)
-        if len(self._arrivals) > self._window:  # nobody asked for feedback: keep the newest
-            for old in sorted(self._arrivals)[: len(self._arrivals) - self._window]:
-                del self._arrivals[old]
-            self._next_base = min(self._arrivals)
+        if len(self._arrivals) > self._window:
+            # nobody asked for feedback: keep the newest half, so that the sort is paid once
+            # per window/2 packets, not on every packet from then on (this is the receive path)
+            keep = sorted(self._arrivals)[-(self._window // 2) :]
+            self._arrivals = {seq: self._arrivals[seq] for seq in keep}
+            self._next_base = keep[0]
 
     @property
     def pending(self) -> int:

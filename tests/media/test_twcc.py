@@ -91,3 +91,30 @@ def test_parse_rejects_garbage() -> None:
     good = build_feedback(1, 2, 0, 0, [5, 6, 7])
     with pytest.raises(FeedbackError):
         parse_feedback(good[:-4] + bytes(0))
+
+
+def test_without_feedback_the_recorder_keeps_the_newest_and_sorts_rarely(monkeypatch) -> None:
+    """No feedback asked for (no RTCP sender yet): the recorder stays bounded, trims in halves
+    (one sort per window/2 packets, not one per packet) and then reports the newest."""
+    import builtins
+
+    from media import twcc
+
+    sorts = 0
+    real_sorted = builtins.sorted
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal sorts
+        sorts += 1
+        return real_sorted(*args, **kwargs)
+
+    monkeypatch.setattr(twcc, "sorted", counted, raising=False)
+    rec = twcc.TwccRecorder(window=1000)
+    for i in range(10_000):
+        rec.record(i % 65536, 1_000_000 + i * 1000)
+        assert rec.pending <= 1000
+    assert sorts <= 10_000 // 500 + 1, sorts
+    (packet,) = rec.feedback(1, 2)
+    fb = twcc.parse_feedback(packet)
+    assert fb.arrivals[-1][0] == 9_999 and fb.arrivals[0][0] >= 10_000 - 1000
+    assert all(t is not None for _, t in fb.arrivals)
