@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from .looplag import LoopLag
+
 
 class Metrics:
     """The counters and gauges /metrics exposes."""
@@ -55,6 +57,8 @@ class Metrics:
             "Objects frozen out of garbage collection at start-up (rtc_server.heap)",
             registry=r,
         ).set_function(gc.get_freeze_count)
+
+        self.loop_lag = LoopLag(r)
 
     def track_totals(self, totals: Callable[[], tuple[int, int, int]]) -> None:
         """Read the room gauges from `totals()` -> (rooms, participants, waiting) at scrape."""

@@ -1,5 +1,7 @@
 """HTTP endpoints: health, metrics, admin token API."""
 
+import asyncio
+
 import aiohttp
 
 from tests.helpers import Client
@@ -55,3 +57,44 @@ async def test_token_api_mints_working_join_link(live):
         assert ack["status"] == "waiting"
     finally:
         await client.close()
+
+
+async def test_metrics_show_a_busy_event_loop(live, caplog):
+    """The loop held for 1.5 s (as a CPU-starved server's is): the lag histogram counts a
+    lag over 0.25 s and the log says the server is short of CPU."""
+    import time
+
+    async def scrape() -> str:
+        async with aiohttp.ClientSession() as http, http.get(f"{live.url}/metrics") as resp:
+            return await resp.text()
+
+    def over(text: str) -> float:  # observations above the 0.25 s bucket
+        counts = {}
+        for line in text.splitlines():
+            if line.startswith("teleconsult_event_loop_lag_seconds_bucket"):
+                le = line.split('le="')[1].split('"')[0]
+                counts[le] = float(line.rsplit(" ", 1)[1])
+        return counts["+Inf"] - counts["0.25"]
+
+    before = over(await scrape())
+    time.sleep(1.5)  # noqa: ASYNC251 - the point: block the server's loop
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while over(await scrape()) <= before:
+        assert loop.time() < deadline, "the lag was never observed"
+        await asyncio.sleep(0.1)
+    assert any("ran" in r.message and "short of CPU" in r.message for r in caplog.records)
+
+
+def test_the_lag_gauge_shows_the_worst_since_the_last_scrape() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from kernel.looplag import WARN_EVERY_S, LoopLag
+
+    lag = LoopLag(CollectorRegistry())
+    warned = lag.observe(0.02, now=100.0, last_warning=-1e9)
+    warned = lag.observe(1.4, now=101.0, last_warning=warned)
+    assert warned == 101.0  # logged
+    assert lag.observe(2.0, now=102.0, last_warning=warned) == 101.0  # not again this minute
+    assert lag.observe(2.0, now=101.0 + WARN_EVERY_S, last_warning=warned) > 101.0
+    assert lag._take_worst() == 2.0 and lag._take_worst() == 0.0
