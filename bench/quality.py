@@ -153,14 +153,11 @@ class SenderTimeline:
         self.page, self.pc_expr = page, pc_expr
         self.samples: list[dict[str, Any]] = []
 
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            with contextlib.suppress(Exception):
-                s = await self.page.evaluate(SENDER_JS, self.pc_expr)
-                if s is not None:
-                    self.samples.append(s)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+    async def sample(self) -> None:
+        with contextlib.suppress(Exception):
+            s = await self.page.evaluate(SENDER_JS, self.pc_expr)
+            if s is not None:
+                self.samples.append(s)
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per sample: seconds, estimate and summed target (kbit/s), summed NACKs and
@@ -283,11 +280,15 @@ class Receiver:
         return out
 
 
-async def sample_for(receivers: list[Receiver], seconds: float) -> None:
-    """Sample every receiver once a second until each has ``seconds`` of media."""
+async def sample_for(
+    receivers: list[Receiver], seconds: float, sender: SenderTimeline | None = None
+) -> None:
+    """Sample every receiver (and ``sender``) once a second until each receiver has
+    ``seconds`` of media."""
     deadline = time.monotonic() + seconds + 30  # bounded even if media never starts
+    samplers = [*receivers, *([sender] if sender else [])]
     while time.monotonic() < deadline:
-        await asyncio.gather(*(r.sample() for r in receivers))
+        await asyncio.gather(*(r.sample() for r in samplers))
         if all(r.samples and r.samples[-1]["at"] >= seconds for r in receivers):
             return
         await asyncio.sleep(1.0)
@@ -343,11 +344,8 @@ async def sfu(
         url = server.rx_url if target is browser_rx else server.url
         pages.append(await join_app(target, url, token))
     receivers = [Receiver(f"dr-{i}", p, SFU_SUB, "dr-0") for i, p in enumerate(pages) if i > 0]
-    timeline, stop = SenderTimeline(pages[0], SFU_PUB), asyncio.Event()
-    sampler = asyncio.ensure_future(timeline.run(stop))
-    await sample_for(receivers, seconds)
-    stop.set()
-    await sampler
+    timeline = SenderTimeline(pages[0], SFU_PUB)
+    await sample_for(receivers, seconds, timeline)
     for rec in receivers:  # the server's view: which layer, how many automatic switches
         with contextlib.suppress(Exception):
             ack = await rec.page.evaluate("() => window.__tc.session.call('rtc:stats', {})")

@@ -181,14 +181,14 @@ class VideoAssembler:
         that was 80 % of the server's CPU, bench/quality.py ``--only lossy``). One sort in
         sequence order from the stuck position, not a scan per packet.
         """
-        stuck = self._next
+        stuck = self._next  # set: ``add`` calls this only once a frame is awaited
+        assert stuck is not None
         self.losses += 1
         self._next = None
         self._gap_since = None
         self._on_loss()
-        base = stuck if stuck is not None else next(iter(self._pending), 0)
         after = [s for s in self._pending if s != stuck]
-        for seq in sorted(after, key=lambda s: (s - base) & 0xFFFF):
+        for seq in sorted(after, key=lambda s: (s - stuck) & 0xFFFF):
             if self._is_keyframe_start(self._pending[seq]):
                 self._resync(seq)
                 return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import socketio
 from aiohttp import web
@@ -166,7 +166,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_router_ctx)
     app.cleanup_ctx.append(token_watch_ctx)
     app.cleanup_ctx.append(_webhooks_ctx)
-    app.cleanup_ctx.append(_loop_lag_ctx(metrics))
+    app.cleanup_ctx.append(_loop_lag_ctx)
     app.on_shutdown.append(_shutdown_signaling)
     return app
 
@@ -196,13 +196,11 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
     await webhooks.close()
 
 
-def _loop_lag_ctx(metrics: Metrics) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        metrics.loop_lag.start()
-        yield
-        await metrics.loop_lag.close()
-
-    return ctx
+async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
+    lag = app[METRICS].loop_lag
+    lag.start()
+    yield
+    await lag.close()
 
 
 async def _shutdown_signaling(app: web.Application) -> None:
