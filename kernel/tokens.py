@@ -54,8 +54,13 @@ def mint_token(
     mrn: str | None = None,
     mrn_system: str | None = None,
     care_team: list[str] | tuple[str, ...] | None = None,
+    jti: str | None = None,
+    expires_at: int | None = None,
 ) -> str:
     """Sign a join token; grants default to the role's defaults.
+
+    ``jti`` and ``expires_at`` (default: new, ``now + ttl_s``) let a refresh keep the grant's
+    id and set its end.
 
     ``mrn`` (with its ``mrn_system``, default ``urn:teleconsult:mrn``) is the hospital's own
     identifier of the person: the consult record's Patient/Practitioner carry it.
@@ -71,8 +76,8 @@ def mint_token(
         "grants": (grants or DEFAULT_GRANTS[role]).model_dump(),
         "iat": issued,
         "nbf": issued - 5,
-        "exp": issued + int(ttl_s),
-        "jti": uuid.uuid4().hex,
+        "exp": expires_at if expires_at is not None else issued + int(ttl_s),
+        "jti": jti or uuid.uuid4().hex,
     }
     if mrn:
         claims["mrn"] = mrn

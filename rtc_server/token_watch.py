@@ -22,12 +22,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import jwt
 from aiohttp import web
 from sqlalchemy import select
 
 from kernel.records import tables as t
-from kernel.tokens import ALGORITHM, ISSUER, JoinClaims
+from kernel.tokens import JoinClaims, mint_token
 from rtc_server.config import Settings, signing_secret
 from rtc_server.keys import NAMESPACE, RECORDS, SETTINGS
 
@@ -37,27 +36,28 @@ REFRESH_BEFORE_S = 300.0  # send a refreshed token this long before the old one 
 
 
 def refreshed_token(secret: str, claims: JoinClaims, ttl_s: int, now: float) -> str:
-    """The same grant (room, identity, role, grants, care team, jti), expiring `ttl_s` after
-    `now`."""
-    issued = int(min(now, time.time()))
-    extra = {"care_team": list(claims.care_team)} if claims.care_team else {}
-    return jwt.encode(
-        {
-            **extra,
-            "iss": ISSUER,
-            "sub": claims.identity,
-            "room": claims.room,
-            "name": claims.name,
-            "role": claims.role.value,
-            "grants": claims.grants.model_dump(),
-            "iat": issued,
-            "nbf": issued - 5,
-            "exp": int(now) + ttl_s,
-            "jti": claims.jti,
-        },
+    """The same grant (room, identity, role, grants, hospital id, care team, jti), expiring
+    `ttl_s` after `now`."""
+    return mint_token(
         secret,
-        algorithm=ALGORITHM,
+        room=claims.room,
+        identity=claims.identity,
+        role=claims.role,
+        name=claims.name,
+        grants=claims.grants,
+        now=min(now, time.time()),
+        mrn=claims.mrn,
+        mrn_system=claims.mrn_system,
+        care_team=claims.care_team,
+        jti=claims.jti,
+        expires_at=int(now) + ttl_s,
     )
+
+
+def refresh_due(exp: float, now: float, ttl_s: float) -> bool:
+    """Time to refresh: within REFRESH_BEFORE_S of expiry, or half a short TTL (a link valid
+    for less than that would otherwise be refreshed on every tick)."""
+    return exp - now < min(REFRESH_BEFORE_S, ttl_s / 2)
 
 
 class TokenWatch:
@@ -120,7 +120,7 @@ class TokenWatch:
         ttl = settings.token_ttl_s
         for conn in list(ns.conns.values()):
             exp = conn.claims.exp
-            if conn.state == "joined" and exp - now < REFRESH_BEFORE_S:
+            if conn.state == "joined" and refresh_due(exp, now, ttl):
                 token = refreshed_token(secret, conn.claims, ttl, now)
                 conn.claims = conn.claims.model_copy(update={"exp": int(now) + ttl})
                 sends.append((conn.sid, {"token": token, "expires_at": conn.claims.exp}))

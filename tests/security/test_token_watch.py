@@ -58,3 +58,28 @@ async def test_expiry_closes_waiting_and_refreshes_admitted(live, connect):
     finally:
         await waiting.close()
         await joined.close()
+
+
+def test_a_refreshed_token_keeps_the_whole_grant_and_short_links_are_not_refreshed_per_tick():
+    """The refresh is the same grant, hospital id included (it once left `mrn` out), signed
+    by mint_token's own checks; a link valid for 2 minutes is refreshed at half-time, not on
+    every tick (REFRESH_BEFORE_S is 5 minutes)."""
+    import time
+
+    from kernel.tokens import mint_token, verify_token
+    from rtc_server.token_watch import refresh_due, refreshed_token
+
+    now = time.time()
+    old = verify_token(
+        "s" * 32,
+        mint_token(
+            "s" * 32, room="r", identity="p-1", role="patient", name="王芳",
+            mrn="12345", mrn_system="urn:oid:1.2.3", care_team=["dr-a"], now=now, ttl_s=600,
+        ),
+    )  # fmt: skip
+    new = verify_token("s" * 32, refreshed_token("s" * 32, old, 3600, now))
+    same = ("room", "identity", "role", "name", "grants", "mrn", "mrn_system", "care_team", "jti")
+    assert all(getattr(new, k) == getattr(old, k) for k in same)
+    assert new.mrn == "12345" and new.exp == int(now) + 3600
+    assert not refresh_due(now + 120, now, 120) and refresh_due(now + 59, now, 120)
+    assert refresh_due(now + 299, now, 3600) and not refresh_due(now + 301, now, 3600)
