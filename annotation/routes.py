@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from kernel.access import bearer_of
 from kernel.errors import SignalingError
 from kernel.http import error
 
@@ -34,11 +35,6 @@ _TOKEN_CODES = {
 }
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9 ._()-]+")
-
-
-def _bearer(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    return header[7:] if header.startswith("Bearer ") else ""
 
 
 def _safe_name(name: str | None, default: str) -> str:
@@ -109,7 +105,7 @@ class Routes:
             room = request.match_info["room"]
             try:
                 write = request.method != "GET"
-                who = await self.authenticate(room, _bearer(request), write)
+                who = await self.authenticate(room, bearer_of(request), write)
                 return await handler(request, room, who)
             except SignalingError as exc:
                 return error(401 if exc.code in _TOKEN_CODES else 403, exc.code, exc.message)

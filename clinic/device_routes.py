@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from kernel.access import bearer_of
 from kernel.http import admin_refusal, bounded_body, error
 from kernel.keys import ACCESS, AUDIT, RECORDS
 from kernel.tokens import NAME_PATTERN, mint_token
@@ -33,10 +34,6 @@ class Limit(BaseModel):
     high: float | None = None
 
 
-def _refused(exc: ObservationRefused) -> web.Response:
-    return error(exc.status, exc.code, str(exc))
-
-
 async def submit(app: web.Application, key: str, body: Any) -> tuple[int, dict[str, Any]]:
     """The shared path of HTTP and MQTT: (status, answer) for a device key and a parsed body."""
     device = await device_for_key(app[RECORDS], key)
@@ -56,8 +53,7 @@ async def submit(app: web.Application, key: str, body: Any) -> tuple[int, dict[s
 
 async def post_observations(request: web.Request) -> web.Response:
     """POST /api/observations (device key): a FHIR R4 Observation or Bundle of them."""
-    header = request.headers.get("Authorization", "")
-    key = header[7:] if header.startswith("Bearer ") else ""
+    key = bearer_of(request)
     if request.content_type not in FHIR_TYPES:
         return error(
             415, "unsupported_media_type", "Send application/fhir+json or application/json."

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kernel.http import admin_refusal, bounded_body, error, invalid
+from kernel.http import admin_body, error, invalid
 from kernel.keys import ACCESS, AUDIT
 from kernel.tokens import NAME_PATTERN, mint_token
 
@@ -62,10 +62,7 @@ async def get_questionnaire(request: web.Request) -> web.Response:
 
 async def create_visit(request: web.Request) -> web.Response:
     """POST /api/clinic/visits (admin key): a consult requested in a department."""
-    refused = await admin_refusal(request, "clinic_visit")
-    if refused is not None:
-        return refused
-    raw = await bounded_body(request)
+    raw = await admin_body(request, "clinic_visit")
     if isinstance(raw, web.Response):
         return raw
     try:
@@ -93,10 +90,7 @@ async def create_visit(request: web.Request) -> web.Response:
 
 async def create_duty_token(request: web.Request) -> web.Response:
     """POST /api/clinic/duty-tokens (admin key): a clinician's dashboard link."""
-    refused = await admin_refusal(request, "clinic_duty_token")
-    if refused is not None:
-        return refused
-    raw = await bounded_body(request)
+    raw = await admin_body(request, "clinic_duty_token")
     if isinstance(raw, web.Response):
         return raw
     try:
@@ -134,9 +128,8 @@ async def snapshot(app: web.Application, duty: DutyClaims) -> dict[str, Any]:
     queues = app[QUEUES]
     levels = offered(duty.level)
     by_department: dict[str, list[dict[str, Any]]] = {d: [] for d in duty.departments}
-    for entry in queues.waiting(duty.departments):
-        if entry["risk"] in levels:
-            by_department[entry["department"]].append(entry)
+    for entry in queues.offered_to(duty):
+        by_department[entry["department"]].append(entry)
     alerts_source = app.get(ALERTS_PROVIDER)
     alerts = await alerts_source(duty) if alerts_source is not None else []
     return {

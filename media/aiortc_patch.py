@@ -504,13 +504,11 @@ class ArrivalClock:
         self._stamps: deque[int] = deque(maxlen=65536)
         self.current_us = 0
         self.kernel_us: int | None = None  # the socket's receive time of the datagram in hand
-        self.kernel_stamped = 0
 
     def stamp(self) -> None:
         if self.kernel_us is not None:
             self._stamps.append(self.kernel_us)
             self.kernel_us = None
-            self.kernel_stamped += 1
         else:
             self._stamps.append(time.time_ns() // 1000)
 
@@ -657,7 +655,6 @@ def new_remb_estimator() -> Any:
 
 
 # -- forwarding fast path (driven by fastpath.py) ----------------------------------------------
-_MAP_ATTR = "_RTCRtpSender__rtp_header_extensions_map"
 _MID_ATTR = "_RTCRtpSender__mid"
 _SR_ATTRS = (
     "_RTCRtpSender__ntp_timestamp",
@@ -680,7 +677,7 @@ class SenderWire:
     """
 
     def __init__(self, sender: RTCRtpSender) -> None:
-        for attr in (_ENC_ATTR, _HISTORY_ATTR, _MAP_ATTR, _MID_ATTR, *_SR_ATTRS):
+        for attr in (_ENC_ATTR, _HISTORY_ATTR, _EXT_MAP_ATTR, _MID_ATTR, *_SR_ATTRS):
             _require(sender, attr)
         _require(sender, "_next_encoded_frame")
         _require(sender, "_enabled")
@@ -707,7 +704,7 @@ class SenderWire:
 
     def header_extensions(self) -> tuple[Any, str | None]:
         """The sender's negotiated header-extension map and its mid (set by ``send()``)."""
-        return getattr(self.sender, _MAP_ATTR), getattr(self.sender, _MID_ATTR)
+        return getattr(self.sender, _EXT_MAP_ATTR), getattr(self.sender, _MID_ATTR)
 
     def link(self) -> tuple[Callable[[bytes], bytes], Any, tuple[str, int] | None]:
         """``(protect, datagram transport or None, remote address)`` of the connected sender.

@@ -41,7 +41,6 @@ class PublisherFeedback:
         self.remb = remb
         self.transport_cc = False
         self.recorder = TwccRecorder()
-        self.feedback_sent = 0
         self._media_ssrc = 0
         self._estimator: Any | None = None
         self._task: asyncio.Task[None] | None = None
@@ -102,7 +101,6 @@ class PublisherFeedback:
                 except Exception:  # the connection is going away
                     logger.debug("media: transport feedback not sent", exc_info=True)
                     break
-                self.feedback_sent += 1
 
     async def close(self) -> None:
         self._closed = True

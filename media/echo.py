@@ -13,7 +13,6 @@ connection goes away. No room data is involved.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -30,6 +29,7 @@ from .forwarder import Publication, Subscription
 from .frames import SUPPORTED_CODECS
 from .ice import IcePolicy, client_ice_servers
 from .messages import MAX_SDP, _In
+from .session import close_quietly
 from .settings import MediaSettings
 
 logger = logging.getLogger(__name__)
@@ -105,8 +105,7 @@ class EchoSession:
             self.pub.close()  # and the subscription with it
         if self.sub is not None and self.sub.sender is not None:
             release_sender(self.sub.sender)
-        with contextlib.suppress(Exception):
-            await self.pc.close()
+        await close_quietly(self.pc)
 
 
 def _check_offer(sdp: str) -> None:

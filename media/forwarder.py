@@ -347,10 +347,6 @@ class Subscription:
         return self.queue.capacity
 
     @property
-    def need_keyframe(self) -> bool:
-        return self.queue.need_keyframe
-
-    @property
     def frames_dropped(self) -> int:
         return self.queue.dropped
 

@@ -482,8 +482,7 @@ class RoomMedia:
     def _choose_layers(self, session: PeerSession, now: float) -> None:
         """Camera layers from the subscriber's estimate (REMB) and loss (bandwidth.py)."""
         subs = [s for s in session.subscriptions.values() if not s.closed]
-        remb = max((s.packer.target_bitrate or 0 for s in subs if s.kind == "video"), default=0)
-        session.layers.update_estimate(now, remb or None)
+        session.layers.update_estimate(now, session.estimate())
         audio = sum((s.bitrate_kbps or 0) * 1000 for s in subs if s.kind == "audio")
         other = sum(
             (s.bitrate_kbps or 0) * 1000 for s in subs if s.kind == "video" and s.source != "camera"

@@ -193,20 +193,8 @@ class MediaCollector(Collector):
         totals = {k: list(v) for k, v in self.service.closed_totals.items()}
         for room in rooms:
             for identity, session in room.sessions.items():
-                stats = room.participant_stats(identity)
-                labels = [room.room, identity]
-                per["frames_in"].add_metric(
-                    labels, sum(p["frames_in"] for p in stats["publications"].values())
-                )
-                subs = list(stats["subscriptions"].values())
-                per["forwarded"].add_metric(labels, sum(s["frames_forwarded"] for s in subs))
-                per["dropped"].add_metric(labels, sum(s["frames_dropped"] for s in subs))
-                rtts = [s["rtt_ms"] for s in subs if s["rtt_ms"] is not None]
-                losses = [s["fraction_lost"] for s in subs if s["fraction_lost"] is not None]
-                if rtts:
-                    per["rtt"].add_metric(labels, max(rtts))
-                if losses:
-                    per["loss"].add_metric(labels, max(losses))
+                if self.per_participant:  # built only when exposed (it sorts latency samples)
+                    self._participant(per, room, identity)
                 for sub in session.subscriptions.values():
                     totals[sub.kind][0] += sub.frames_forwarded
                     totals[sub.kind][1] += sub.frames_dropped
@@ -216,6 +204,23 @@ class MediaCollector(Collector):
         yield from (g_rooms, g_pubs, g_subs, g_idle, fwd, drop)
         if self.per_participant:
             yield from per.values()
+
+    @staticmethod
+    def _participant(per: dict[str, GaugeMetricFamily], room: Any, identity: str) -> None:
+        stats = room.participant_stats(identity)
+        labels = [room.room, identity]
+        per["frames_in"].add_metric(
+            labels, sum(p["frames_in"] for p in stats["publications"].values())
+        )
+        subs = list(stats["subscriptions"].values())
+        per["forwarded"].add_metric(labels, sum(s["frames_forwarded"] for s in subs))
+        per["dropped"].add_metric(labels, sum(s["frames_dropped"] for s in subs))
+        rtts = [s["rtt_ms"] for s in subs if s["rtt_ms"] is not None]
+        losses = [s["fraction_lost"] for s in subs if s["fraction_lost"] is not None]
+        if rtts:
+            per["rtt"].add_metric(labels, max(rtts))
+        if losses:
+            per["loss"].add_metric(labels, max(losses))
 
 
 MEDIA = web.AppKey("media", MediaService)

@@ -296,7 +296,7 @@ class PeerSession:
     def _video_nacks(self) -> int:
         return sum(s.nacks for s in self.subscriptions.values() if s.kind == "video")
 
-    def _estimate(self) -> int | None:
+    def estimate(self) -> int | None:
         """The subscriber's latest REMB (aiortc hands it to every video sender's packer)."""
         rembs = [
             s.packer.target_bitrate or 0 for s in self.subscriptions.values() if s.kind == "video"
@@ -306,7 +306,7 @@ class PeerSession:
     async def _probe(self, key: tuple[str, str], sender: RTCRtpSender, rate_bps: float) -> None:
         carried: bool | None = False
         try:
-            carried = await run_padding_probe(sender, self._video_nacks, rate_bps, self._estimate)
+            carried = await run_padding_probe(sender, self._video_nacks, rate_bps, self.estimate)
         finally:
             self.layers.probe_done(key, carried, time.monotonic())
             logger.info(
@@ -315,7 +315,7 @@ class PeerSession:
                 key,
                 round(rate_bps / 1000),
                 {True: "carried", False: "failed", None: "not possible"}[carried],
-                round((self._estimate() or 0) / 1000),
+                round((self.estimate() or 0) / 1000),
             )
 
     # -- subscribing ------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from kernel.access import bearer_of
 from kernel.errors import SignalingError
 from kernel.tokens import verify_token
 from rtc_server.keys import ACCESS, AUDIT
@@ -51,14 +52,14 @@ def middleware(secret: str) -> Callable[[web.Request, Handler], Awaitable[web.St
             status = exc.status
             raise
         finally:
-            header = request.headers.get("Authorization", "")
+            token = bearer_of(request)
             subject = "anonymous"
-            if header.startswith("Bearer "):
+            if token:
                 try:
-                    subject = verify_token(secret, header[7:]).identity
+                    subject = verify_token(secret, token).identity
                 except SignalingError:
                     # the admin key reads documents for the consult record's attachment URLs
-                    admin = request.app[ACCESS].is_admin(header[7:])
+                    admin = request.app[ACCESS].is_admin(token)
                     subject = "admin" if admin else "invalid-token"
             obj = f"room:{match['room']}" + (f"/doc:{match['doc']}" if match["doc"] else "")
             result = "ok" if status < 400 else str(status)

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import text
 
+from kernel.access import bearer_of
 from kernel.grants import Grants, Role
 from kernel.http import admin_body, admin_refusal, error, invalid
 from kernel.routing import ROUTER
@@ -136,8 +137,7 @@ def metrics_refusal(request: web.Request, settings: Settings) -> web.Response | 
     bearing it; without one, only a direct loopback request (a reverse proxy on the same host
     shows as loopback, so proxied requests, which carry its headers, are refused)."""
     if settings.metrics_token is not None:
-        header = request.headers.get("Authorization", "")
-        given = header[7:] if header.startswith("Bearer ") else ""
+        given = bearer_of(request)
         expected = settings.metrics_token.get_secret_value()
         if hmac.compare_digest(given.encode(), expected.encode()):
             return None
