@@ -172,13 +172,16 @@ def make_router(settings: Settings, load: LoadFn, hosted_rooms: RoomsFn) -> Rout
 
 
 def worker_settings(base: Settings, index: int) -> Settings:
-    """Settings of local worker `index` of `base.workers`: own port (port + index), own public
-    URL, own node id (`<node_id>-w<index>`) and own slice of the media UDP port range."""
+    """Settings of local worker `index` of `base.workers`: own port (port + index), own
+    metrics port (metrics_port + index, if set), own public URL, own node id
+    (`<node_id>-w<index>`) and own slice of the media UDP port range."""
     update: dict[str, Any] = {
         "worker_index": index,
         "port": base.port + index,
         "node_id": f"{base.node_id}-w{index}",
     }
+    if base.metrics_port is not None:  # each worker binds its own metrics listener
+        update["metrics_port"] = base.metrics_port + index
     if base.public_url or base.worker_url_template:
         update["public_url"] = base.worker_base_url(index)
     media = base.media

@@ -142,3 +142,14 @@ def test_worker_url_template_names_each_worker() -> None:
     for bad in ("w{index}.consult.example", "https://consult.example", "https://w{index}.{x}"):
         with pytest.raises(ConfigError, match="worker_url_template"):
             load_settings(environ={"TELECONSULT_WORKER_URL_TEMPLATE": bad})
+
+
+def test_each_worker_gets_its_own_metrics_port() -> None:
+    """With a metrics listener of its own, worker N binds metrics_port + N (all on one port,
+    every worker after the first failed to start its listener)."""
+    from rtc_server.workers import worker_settings
+
+    base = load_settings(environ={"TELECONSULT_WORKERS": "3", "TELECONSULT_METRICS_PORT": "9400"})
+    assert [worker_settings(base, i).metrics_port for i in range(3)] == [9400, 9401, 9402]
+    plain = load_settings(environ={"TELECONSULT_WORKERS": "2"})
+    assert worker_settings(plain, 1).metrics_port is None

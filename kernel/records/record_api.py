@@ -70,10 +70,13 @@ async def reader_or_response(request: web.Request, room: str, action: str) -> st
     try:
         return await record_reader(request, room)
     except Refused as exc:
-        log.warning("record: refused %s of a room to %s", action, request.remote)
-        await request.app[AUDIT].append(
-            action, "anonymous", f"room:{room}", exc.code, {"ip": request.remote}
-        )
+        audit = request.app[AUDIT]
+        # a flood of refusals costs one row per window, as on the other refusal paths
+        if audit.aggregate(action, "anonymous", f"room:{room}", exc.code, request.remote or ""):
+            log.warning("record: refused %s of a room to %s", action, request.remote)
+            await audit.append(
+                action, "anonymous", f"room:{room}", exc.code, {"ip": request.remote}
+            )
         return error(exc.status, exc.code, exc.message)
 
 
