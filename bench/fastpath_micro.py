@@ -127,16 +127,36 @@ def main() -> None:
         / max(figures["header_rewrite_pack_into_us"], 1e-6),
         1,
     )
-    figures["fast_sender_frame_us"] = fast_sender_frame_us(session, tx, rx, n // 3)
+    from media import native_send
+
+    native = native_send.load()
+    for size, label in ((3000, ""), (12000, "_10")):
+        figures[f"fast_sender_frame{label}_us"] = fast_sender_frame_us(
+            session, tx, rx, n // 3, None, size
+        )
+        if native is not None:
+            figures[f"native_sender_frame{label}_us"] = fast_sender_frame_us(
+                session, tx, rx, n // 3, native, size
+            )
     figures["fast_sender_frame_packets"] = 3
+    figures["fast_sender_frame_10_packets"] = 10
+    figures["native_send_built"] = native is not None
     figures["packets"] = n
     figures["loadavg"] = [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
     print(json.dumps(figures))
 
 
-def fast_sender_frame_us(session: object, tx: socket.socket, rx: socket.socket, n: int) -> float:
-    """CPU of the SFU's fast path for one 3-packet VP8 frame (media/fastpath.py):
-    pack, headers, RTX history, SRTP, 3 ``sendto`` on a loopback socket."""
+def fast_sender_frame_us(
+    session: object,
+    tx: socket.socket,
+    rx: socket.socket,
+    n: int,
+    native: object = None,
+    size: int = 3000,
+) -> float:
+    """CPU of the SFU's fast path for one VP8 frame of ``size`` bytes (media/fastpath.py):
+    pack, headers, RTX history, SRTP and a ``sendto`` per packet on a loopback socket, or with
+    ``native`` the compiled send (media/native: SRTP and one ``sendmmsg`` in C)."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -147,7 +167,7 @@ def fast_sender_frame_us(session: object, tx: socket.socket, rx: socket.socket, 
     )
     from aiortc.rtp import HeaderExtensionsMap
 
-    from media.fastpath import FastSender
+    from media.fastpath import FastSender, FrameHistory
     from media.frames import EncodedFrame, FramePacker
 
     addr = rx.getsockname()
@@ -173,29 +193,33 @@ def fast_sender_frame_us(session: object, tx: socket.socket, rx: socket.socket, 
             except BlockingIOError:
                 pass
 
+        def get_extra_info(self, name: str) -> object:
+            return tx if name == "socket" else None
+
     class Wire:  # aiortc_patch.SenderWire without a peer connection
         packer = FramePacker("video/vp8")
-        ssrc = 0x1234
-        history: dict[int, object] = {}
+        ssrc = 0x1234 + size + (native is not None)  # one SRTP stream per run (replay check)
+        history = FrameHistory()
         enabled = True
 
         def header_extensions(self) -> tuple[object, str]:
             return ext_map, "0"
 
         def link(self) -> tuple[object, object, object]:
-            return session.protect, Socket(), addr  # type: ignore[attr-defined]
+            return session.protect, sock, addr  # type: ignore[attr-defined]
 
         def account(self, *args: int) -> None:
             pass
 
-    fast = FastSender(Wire())  # type: ignore[arg-type]
+    sock = Socket()
+    fast = FastSender(Wire(), native)  # type: ignore[arg-type]
     fast.codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
-    data = os.urandom(3000)  # 3 packets
+    data = os.urandom(size)  # 3000: 3 packets
 
     def frame(i: int) -> None:
         fast.ready()
         fast.send_now(EncodedFrame(data, 3000 * i, False, 0.0))
-        if i % 16 == 0:
+        if i % 4 == 0:
             try:
                 while True:
                     rx.recv(2048)

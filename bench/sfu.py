@@ -238,6 +238,7 @@ def run_server(port: int, mode: str, data_dir: str) -> None:
                 "auto_layer": False,
                 "publisher_remb": os.environ.get("SFU_BENCH_REMB", "1") == "1",
                 "fast_path": fast_path_enabled(),
+                "native_send": native_send_enabled(),
             },
         },
         environ={},
@@ -249,14 +250,16 @@ def run_server(port: int, mode: str, data_dir: str) -> None:
         room = service.rooms.get(ROOM)
         packets = 0
         lat: dict[str, list[float]] = {"audio": [], "video": []}
-        subs = fast = 0
+        subs = fast = native = 0
         if room is not None:
             for s in room.sessions.values():
                 for sub in s.subscriptions.values():
                     subs += 1
                     if sub.sender is not None:
                         packets += sub.sender._RTCRtpSender__packet_count
-                        fast += fast_sender(sub.sender) is not None
+                        fs = fast_sender(sub.sender)
+                        fast += fs is not None
+                        native += fs is not None and fs.native_frames > 0
                     lat[sub.kind].extend(sub.latencies)
                     if request.query.get("reset"):
                         sub.latencies.clear()
@@ -276,6 +279,7 @@ def run_server(port: int, mode: str, data_dir: str) -> None:
             "packets_sent": packets,
             "subscriptions": subs,
             "fast_path_senders": fast,
+            "native_send_senders": native,
             "latency_ms_p95": {k: pct([x * 1000 for x in v], 95) for k, v in lat.items()},
             "latency_ms_p50": {k: pct([x * 1000 for x in v], 50) for k, v in lat.items()},
             "latency_samples": {k: len(v) for k, v in lat.items()},
@@ -585,11 +589,23 @@ def phase(
         "sfu_frames_forwarded": s1["forwarding"]["forwarded"] - s0["forwarding"]["forwarded"],
         "sfu_frames_dropped": s1["forwarding"]["dropped"] - s0["forwarding"]["dropped"],
         "fast_path_senders": s1.get("fast_path_senders", 0),
+        "native_send_senders": s1.get("native_send_senders", 0),
         "window_s": round(window, 1),
         "client_errors": errors[:5],
         "udp_rcvbuf_drops_server": drops.get(server.pid),
         "udp_rcvbuf_drops_clients": sum(v for k, v in drops.items() if k != server.pid),
     }
+
+
+def native_built() -> bool:
+    from media import native_send
+
+    return native_send.LIBRARY.exists()
+
+
+def native_send_enabled() -> bool:
+    """``media.native_send``: SFU_BENCH_NATIVE=0 keeps the fast path in Python."""
+    return os.environ.get("SFU_BENCH_NATIVE", "1") == "1"
 
 
 def fast_path_enabled() -> bool:
@@ -720,6 +736,7 @@ def main() -> None:
         "only": sorted(only),
         "baselines": sorted(baselines),
         "fast_path": fast_path_enabled(),
+        "native_send": native_send_enabled() and native_built(),
         "phases_without_media": broken,
     }
     sfu = phases.get("fanout_sfu")

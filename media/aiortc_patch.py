@@ -690,6 +690,13 @@ class SenderWire:
         #: aiortc's RTX history (sequence number % 128 -> packet), read by ``_retransmit``
         self.history: dict[int, Any] = getattr(sender, _HISTORY_ATTR)
 
+    def use_history(self, history: dict[int, Any]) -> None:
+        """Put ``history`` (a dict subclass: fastpath.FrameHistory) in place of aiortc's RTX
+        history, keeping what it holds."""
+        history.update(self.history)
+        setattr(self.sender, _HISTORY_ATTR, history)
+        self.history = history
+
     @property
     def ssrc(self) -> int:
         return self.sender._ssrc
@@ -745,6 +752,21 @@ class SenderWire:
         if bytes_a in dtls.__dict__:
             setattr(dtls, bytes_a, getattr(dtls, bytes_a) + datagram_bytes)
             setattr(dtls, packets_a, getattr(dtls, packets_a) + packets)
+
+
+def srtp_session(protect: Callable[[bytes], bytes]) -> Any | None:
+    """The pylibsrtp ``Session`` whose ``protect`` :meth:`SenderWire.link` returned (None for
+    anything else: test doubles)."""
+    from pylibsrtp import Session
+
+    session = getattr(protect, "__self__", None)
+    return session if isinstance(session, Session) else None
+
+
+def srtp_context(session: Any) -> Any:
+    """pylibsrtp's ``srtp_t`` of ``session`` (a cffi pointer, owned by the session)."""
+    _require(session, "_srtp")
+    return session._srtp[0]
 
 
 def install_fast_sender(sender: RTCRtpSender, make: Callable[[SenderWire], Any]) -> Any:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +31,9 @@ from aiortc import clock
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import HeaderExtensions, RtpPacket
 
-from .aiortc_patch import SenderWire, fast_sender, install_fast_sender
+from . import native_send
+from .aiortc_patch import SenderWire, fast_sender, install_fast_sender, srtp_session
+from .frames import with_picture_id
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +74,75 @@ class SentPacket(RtpPacket):
         self.extensions = extensions
 
 
+class FrameHistory(dict[int, Any]):
+    """aiortc's RTX history (sequence number % 128 -> packet) kept as frames, not packets.
+
+    The fast path records each frame once (its shared payloads, picture id and header fields);
+    a packet object is made only when aiortc's ``_retransmit`` (``get``) or a padding probe
+    (``values``) asks for it. Anything stored the dict way is kept too (``get`` falls back).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: (first seq, payloads, picture id or None, pt, ts, ssrc, extensions), oldest first
+        self._frames: deque[tuple[int, list[bytes], int | None, int, int, int, Any]] = deque()
+        self._held = 0
+
+    def record(
+        self,
+        first_seq: int,
+        payloads: list[bytes],
+        picture_id: int | None,
+        pt: int,
+        ts: int,
+        ssrc: int,
+        extensions: HeaderExtensions,
+    ) -> None:
+        frames = self._frames
+        frames.append((first_seq, payloads, picture_id, pt, ts, ssrc, extensions))
+        self._held += len(payloads)
+        while len(frames) > 1 and self._held - len(frames[0][1]) >= _RTP_HISTORY_SIZE:
+            self._held -= len(frames.popleft()[1])
+
+    def get(self, key: int, default: Any = None) -> Any:
+        for first, payloads, picture_id, pt, ts, ssrc, extensions in reversed(self._frames):
+            i = (key - first) % _RTP_HISTORY_SIZE
+            if i < len(payloads):
+                payload = payloads[i]
+                if picture_id is not None:
+                    payload = with_picture_id([payload], picture_id)[0]
+                marker = 1 if i == len(payloads) - 1 else 0
+                seq = (first + i) & 0xFFFF
+                return SentPacket(pt, marker, seq, ts, ssrc, payload, extensions)
+        return super().get(key, default)
+
+    def __getitem__(self, key: int) -> Any:
+        packet = self.get(key)
+        if packet is None:
+            raise KeyError(key)
+        return packet
+
+    def values(self) -> Any:  # type: ignore[override]
+        """Every packet held (newest kept per key), as packets: for padding probes."""
+        held = {k: v for k, v in super().items()}
+        for first, payloads, *_ in self._frames:
+            for i in range(len(payloads)):
+                key = (first + i) % _RTP_HISTORY_SIZE
+                held[key] = None
+        return [v if v is not None else self.get(k) for k, v in held.items()]
+
+    def __len__(self) -> int:
+        return len(self.values())
+
+    def __bool__(self) -> bool:
+        return bool(self._frames) or super().__len__() > 0
+
+    def clear(self) -> None:
+        self._frames.clear()
+        self._held = 0
+        super().clear()
+
+
 class ExtensionTemplate:
     """The header-extension block aiortc's sender writes (mid, abs-send-time), as bytes.
 
@@ -106,8 +178,13 @@ class FastSender:
     """The fast path of one forwarding sender (lives as long as the sender: m-line reuse keeps
     its sequence numbers and timestamp origin)."""
 
-    def __init__(self, wire: SenderWire) -> None:
+    def __init__(self, wire: SenderWire, native: native_send.Native | None = None) -> None:
         self.wire = wire
+        #: the compiled send (native_send.py), None: every packet is written here in Python
+        self.native = native
+        self._link: native_send.Link | None = None
+        self._out = native.ffi.new("int[3]") if native is not None else None
+        self.native_frames = 0  # frames sent by the compiled send
         self.sequence = int.from_bytes(os.urandom(2), "big") % 32768  # as aiortc: no early wrap
         self.timestamp_origin = int.from_bytes(os.urandom(4), "big")
         self.template: ExtensionTemplate | None = None
@@ -161,7 +238,7 @@ class FastSender:
 
     def _send(self, frame: Any, codec: RTCRtpCodecParameters) -> None:
         wire = self.wire
-        payloads, timestamp = wire.packer.pack(frame)
+        payloads, timestamp, picture_id = wire.packer.pack_shared(frame)
         if not payloads:
             return
         template = self.template
@@ -178,24 +255,81 @@ class FastSender:
         ts = (self.timestamp_origin + timestamp) & 0xFFFFFFFF
         ssrc = wire.ssrc
         seq = self.sequence
-        history = wire.history
-        pack = _HEADER.pack
-        transmit = self.transmit
-        last = len(payloads) - 1
-        octets = 0
+        count = len(payloads)
+        octets = sum(map(len, payloads))
         bytes0 = self.bytes_out
-        for i, payload in enumerate(payloads):
-            marker = 1 if i == last else 0
-            data = pack(first, (marker << 7) | pt, seq, ts, ssrc) + ext + payload
-            history[seq % _RTP_HISTORY_SIZE] = SentPacket(
-                pt, marker, seq, ts, ssrc, payload, extensions
+        wire.history.record(seq, payloads, picture_id, pt, ts, ssrc, extensions)
+        if self._native_ready(ext, payloads):
+            self._send_native(first, pt, seq, ts, ssrc, ext, payloads, picture_id)
+        else:
+            if picture_id is not None:
+                payloads = with_picture_id(payloads, picture_id)
+            pack = _HEADER.pack
+            transmit = self.transmit
+            last = count - 1
+            for i, payload in enumerate(payloads):
+                transmit(
+                    pack(first, ((i == last) << 7) | pt, (seq + i) & 0xFFFF, ts, ssrc)
+                    + ext
+                    + payload
+                )
+        self.sequence = (seq + count) & 0xFFFF
+        self.packets += count
+        wire.account(count, octets, self.bytes_out - bytes0, ts, ntp)
+
+    def _native_ready(self, ext: bytes, payloads: list[bytes]) -> bool:
+        """True when this frame can go through the compiled send: a plain UDP socket with
+        nothing queued in asyncio (order), a pylibsrtp session, packets within the MTU."""
+        native, transport = self.native, self._transport
+        if native is None or transport is None or self._pending:
+            return False
+        if transport.get_write_buffer_size() > 0:
+            return False
+        if 12 + len(ext) + max(map(len, payloads)) > native_send.MTU:
+            return False
+        session = srtp_session(self._protect)
+        link = self._link
+        if (
+            link is None
+            or link.transport is not transport
+            or link.addr != self._addr
+            or link.session is not session
+        ):
+            link = self._link = native_send.Link.make(native, transport, self._addr, session)
+            if link is None:
+                self.native = None  # not a pylibsrtp session or socket: stay in Python
+                return False
+        return link.usable()
+
+    def _send_native(
+        self,
+        first: int,
+        pt: int,
+        seq: int,
+        ts: int,
+        ssrc: int,
+        ext: bytes,
+        payloads: list[bytes],
+        picture_id: int | None,
+    ) -> None:
+        assert self.native is not None and self._link is not None
+        try:
+            sent, sent_bytes, _errno = native_send.send_frame(
+                self.native,
+                self._link,
+                self._out,
+                (first, pt, seq, ts, ssrc),
+                ext,
+                payloads,
+                -1 if picture_id is None else picture_id,
             )
-            transmit(data)
-            octets += len(payload)
-            seq = (seq + 1) & 0xFFFF
-        self.sequence = seq
-        self.packets += len(payloads)
-        wire.account(len(payloads), octets, self.bytes_out - bytes0, ts, ntp)
+        except native_send.NativeSendError:
+            logger.exception("native send failed: this sender goes on in Python")
+            self.native = None
+            sent, sent_bytes = 0, 0
+        self.native_frames += 1
+        self.bytes_out += sent_bytes
+        self.dropped += len(payloads) - sent  # in the RTX history: a NACK repairs them
 
 
 def direct_sender(sender: Any) -> Callable[[Any], bool]:
@@ -225,7 +359,14 @@ def direct_sender(sender: Any) -> Callable[[Any], bool]:
     return drain
 
 
-def attach(sender: Any) -> FastSender:
-    """Put ``sender`` (a forwarding sender holding a FramePacker) on the fast path."""
-    fast: FastSender = install_fast_sender(sender, FastSender)
+def attach(sender: Any, native: bool = True) -> FastSender:
+    """Put ``sender`` (a forwarding sender holding a FramePacker) on the fast path; with
+    ``native``, through the compiled send when it is built (:func:`media.native_send.load`)."""
+    lib = native_send.load() if native else None
+
+    def make(wire: SenderWire) -> FastSender:
+        wire.use_history(FrameHistory())
+        return FastSender(wire, lib)
+
+    fast: FastSender = install_fast_sender(sender, make)
     return fast

@@ -363,7 +363,7 @@ class Subscription:
 
     def _attach_fast_path(self) -> None:
         if self._settings.fast_path and self.sender is not None:
-            fastpath.attach(self.sender)
+            fastpath.attach(self.sender, native=self._settings.native_send)
             self._direct = fastpath.direct_sender(self.sender)
 
     def adopt(

@@ -44,6 +44,9 @@ class EncodedFrame:
     arrival: float  # time.monotonic() when the frame became complete at the SFU
     audio_level: int | None = None  # RFC 6464 -dBov (0 loudest .. 127 silence), audio only
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the frame's RTP payloads, packetized once for every subscriber (FramePacker.pack_shared);
+    #: VP8 ones carry picture id 0, which each subscriber's packer patches (VP8_PICTURE_ID_AT)
+    rtp: list[bytes] | None = None
 
 
 def _h264_nal_types(data: bytes) -> list[int]:
@@ -311,18 +314,54 @@ class FramePacker:
         raise TypeError("the SFU forwards encoded frames; it never encodes")
 
     def pack(self, frame: EncodedFrame) -> tuple[list[bytes], int]:
+        """This subscriber's payloads and RTP timestamp (aiortc's send path calls it)."""
+        payloads, timestamp, picture_id = self.pack_shared(frame)
+        if picture_id is not None:
+            payloads = with_picture_id(payloads, picture_id)
+        return payloads, timestamp
+
+    def pack_shared(self, frame: EncodedFrame) -> tuple[list[bytes], int, int | None]:
+        """``(payloads shared by every subscriber, RTP timestamp, picture id or None)``.
+
+        The payloads are made once per frame and kept on it; for VP8 the caller writes this
+        subscriber's 15-bit picture id at :data:`VP8_PICTURE_ID_AT` of each (the fast path does
+        it while writing the packet, :func:`with_picture_id` otherwise).
+        """
         if not isinstance(frame, EncodedFrame):
             raise TypeError(f"FramePacker packs EncodedFrame, not {type(frame).__name__}")
         if self._on_pack is not None:
             self._on_pack(frame)
         self.frames += 1
+        payloads = frame.rtp
+        if payloads is None:
+            payloads = frame.rtp = _packetize(self.mime, frame.data)
+        picture_id = None
         if self.mime == "video/vp8":
-            payloads = vp8_packetize(frame.data, self._picture_id)
+            picture_id = self._picture_id
             self._picture_id = (self._picture_id + 1) & 0x7FFF
-        elif self.mime == "video/h264":
-            payloads = h264_packetize(h264_nal_units(frame.data))
-        else:
-            payloads = [frame.data]
         self.packets += len(payloads)
         self.last_timestamp = frame.timestamp + self.timestamp_offset
-        return payloads, self.last_timestamp & 0xFFFFFFFF
+        return payloads, self.last_timestamp & 0xFFFFFFFF, picture_id
+
+
+#: where a VP8 payload descriptor made by aiortc's packetizer holds the 15-bit picture id
+#: (X and I set, then M + 15 bits: always 4 bytes, whatever the id)
+VP8_PICTURE_ID_AT = 2
+
+
+def _packetize(mime: str, data: bytes) -> list[bytes]:
+    if mime == "video/vp8":
+        payloads = vp8_packetize(data, 0)
+        if payloads and payloads[0][1:4] != b"\x80\x80\x00":  # X=1; I=1; M=1, id 0
+            raise ValueError("unexpected VP8 payload descriptor layout")
+        return payloads
+    if mime == "video/h264":
+        return h264_packetize(h264_nal_units(data))
+    return [data]
+
+
+def with_picture_id(payloads: list[bytes], picture_id: int) -> list[bytes]:
+    """Shared VP8 payloads with this subscriber's picture id written in."""
+    at = VP8_PICTURE_ID_AT
+    pid = (0x8000 | picture_id).to_bytes(2, "big")
+    return [p[:at] + pid + p[at + 2 :] for p in payloads]

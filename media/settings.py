@@ -57,6 +57,10 @@ class MediaSettings(BaseModel):
     # Forwarding senders write, protect and send a frame's RTP packets as bytes (fastpath.py)
     # instead of through aiortc's per-packet coroutines; false: aiortc's own send path.
     fast_path: bool = True
+    # On the fast path, a frame's packets are written, protected and sent by one call into C
+    # (media/native, one sendmmsg per frame and subscriber) when scripts/setup-venv.sh built it;
+    # false, or not built: the same work in Python (native_send.py).
+    native_send: bool = True
     # Automatic camera layer choice per subscriber from its REMB estimate and loss (explicit
     # rtc:layer wins): bandwidth.py. Low after >= loss_down; back up when the estimate holds the
     # high layer, or by a probe after auto_layer_probe_s on the low one (doubling on failure).

@@ -12,6 +12,7 @@ command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null \
   || { echo "teleconsult needs Python 3.11 or newer (python3 is $(python3 --version 2>&1))" >&2; exit 1; }
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
+command -v cc >/dev/null || need_apt+=(gcc libc6-dev)  # the compiled send (media/native)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_apt[*]}"
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
@@ -39,4 +40,10 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -c 'import rtc_server, signaling' # fail loudly if the install did not work
   touch "$stamp"
   say "Python packages installed in $(( $(date +%s) - started )) s ($(du -sh .venv | cut -f1) in .venv; log: $log)"
+fi
+
+# the forwarding fast path's compiled send (media/native/fastsend.c; the server forwards in
+# Python without it, with a log line saying so)
+if [ ! -f media/native/libtcfastsend.so ] || [ media/native/fastsend.c -nt media/native/libtcfastsend.so ]; then
+  bash media/native/build.sh
 fi

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from media import native_send
 from media.client import MediaClient
 from media.messages import CLIENT_EVENTS, MediaError
 from media.room import RoomMedia
@@ -64,16 +65,33 @@ async def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.05
     await asyncio.wait_for(_poll(), timeout)
 
 
+#: the three send paths: the compiled fast path, the same in Python, aiortc's own
+SEND_PATHS = {
+    "native": {"fast_path": True, "native_send": True},
+    "python": {"fast_path": True, "native_send": False},
+    "fallback": {"fast_path": False, "native_send": False},
+}
+
+
+def send_path_params(request: pytest.FixtureRequest) -> dict[str, bool]:
+    """A ``send_path`` fixture body for modules that run every test on all three paths."""
+    path: dict[str, bool] = SEND_PATHS[request.param]
+    if path["native_send"] and native_send.load() is None:
+        pytest.fail(f"{native_send.LIBRARY} is not built: run scripts/setup-venv.sh")
+    return path
+
+
 @pytest.fixture
-def fast_path() -> bool:
+def send_path() -> dict[str, bool]:
     """The send path under test: the default, unless a module overrides this fixture with
-    ``params=[True, False]`` to run on both (the forwarding tests do)."""
-    return MediaSettings().fast_path
+    ``params=list(SEND_PATHS)`` to run on all (the forwarding tests do)."""
+    settings = MediaSettings()
+    return {"fast_path": settings.fast_path, "native_send": settings.native_send}
 
 
 @pytest.fixture
-def media_settings(fast_path: bool) -> MediaSettings:
-    return MediaSettings(stats_interval_s=0.5, active_speaker_interval_s=0.1, fast_path=fast_path)
+def media_settings(send_path: dict[str, bool]) -> MediaSettings:
+    return MediaSettings(stats_interval_s=0.5, active_speaker_interval_s=0.1, **send_path)
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ from media.messages import MediaError
 from media.room import RoomMedia
 from media.settings import MediaSettings
 
-from .conftest import Harness, wait_for
+from .conftest import SEND_PATHS, Harness, send_path_params, wait_for
 
 
-@pytest.fixture(params=[True, False], ids=["fast_path", "fallback"])
-def fast_path(request: pytest.FixtureRequest) -> bool:
-    """Every test here runs on the forwarding fast path and on aiortc's own send path."""
-    return bool(request.param)
+@pytest.fixture(params=list(SEND_PATHS))
+def send_path(request: pytest.FixtureRequest) -> dict[str, bool]:
+    """Every test here runs on the compiled fast path, the Python one and aiortc's own."""
+    return send_path_params(request)
 
 
 class _R0:
@@ -40,8 +40,8 @@ async def settle_count(fn: object, quiet: float = 0.4) -> int:
     raise AssertionError("value never settled")
 
 
-async def test_explicit_subscribe_and_unsubscribe(fast_path: bool) -> None:
-    harness = Harness(RoomMedia("r", MediaSettings(auto_subscribe=False, fast_path=fast_path)))
+async def test_explicit_subscribe_and_unsubscribe(send_path: dict[str, bool]) -> None:
+    harness = Harness(RoomMedia("r", MediaSettings(auto_subscribe=False, **send_path)))
     try:
         alice = await harness.join("alice", subscribe=False)
         bob = await harness.join("bob", publish=False, decode=False)

@@ -12,18 +12,18 @@ from media.client import SyntheticVideoTrack
 from media.echo import EchoService
 from rtc_server.keys import SIGNALING
 
-from .conftest import wait_for
+from .conftest import SEND_PATHS, send_path_params, wait_for
 
 
-@pytest.fixture(params=[True, False], ids=["fast_path", "fallback"])
-def fast_path(request: pytest.FixtureRequest) -> bool:
-    """Every test here runs on the forwarding fast path and on aiortc's own send path."""
-    return bool(request.param)
+@pytest.fixture(params=list(SEND_PATHS))
+def send_path(request: pytest.FixtureRequest) -> dict[str, bool]:
+    """Every test here runs on the compiled fast path, the Python one and aiortc's own."""
+    return send_path_params(request)
 
 
 @pytest.fixture
-async def live(start_server: Any, fast_path: bool) -> Any:
-    return await start_server(media={"fast_path": fast_path})
+async def live(start_server: Any, send_path: dict[str, bool]) -> Any:
+    return await start_server(media=send_path)
 
 
 def _echo_service(live: Any) -> EchoService:

@@ -16,7 +16,7 @@ from aiortc.rtp import HeaderExtensionsMap, RtpPacket, wrap_rtx
 from media import fastpath
 from media.aiortc_patch import fast_sender
 from media.client import SyntheticVideoTrack, ToneAudioTrack
-from media.fastpath import FastSender
+from media.fastpath import FastSender, FrameHistory
 from media.frames import EncodedFrame, FramePacker
 
 from .conftest import Harness, wait_for
@@ -46,7 +46,7 @@ class _Wire:
         self.ext_map.configure(RTCRtpParameters(headerExtensions=extensions))
         self.packer = FramePacker("video/vp8")
         self.ssrc = 0x11223344
-        self.history: dict[int, Any] = {}
+        self.history = FrameHistory()
         self.transport = _Transport(backlog)
         self.accounted: list[tuple[int, int, int, int, int]] = []
 
@@ -138,6 +138,7 @@ async def test_fast_path_carries_the_forwarded_media(harness: Harness) -> None:
         fast = fast_sender(sender)
         assert fast is not None and fast.packets > 0
         assert fast.direct_frames > 0  # most frames leave from the forwarder's stack
+        assert fast.native_frames > 0  # through the compiled send (media/native), built by setup
         # aiortc's sender reports (RTCP SR, getStats) count what the fast path sent
         report = await sender.getStats()
         outbound = next(s for s in report.values() if s.type == "outbound-rtp")

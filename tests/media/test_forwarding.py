@@ -16,13 +16,13 @@ from media.aiortc_patch import fast_sender, sender_packer
 from media.client import MediaClient, SyntheticVideoTrack, ToneAudioTrack
 from media.frames import FramePacker
 
-from .conftest import Harness, wait_for
+from .conftest import SEND_PATHS, Harness, send_path_params, wait_for
 
 
-@pytest.fixture(params=[True, False], ids=["fast_path", "fallback"])
-def fast_path(request: pytest.FixtureRequest) -> bool:
-    """Every test here runs on the forwarding fast path and on aiortc's own send path."""
-    return bool(request.param)
+@pytest.fixture(params=list(SEND_PATHS))
+def send_path(request: pytest.FixtureRequest) -> dict[str, bool]:
+    """Every test here runs on the compiled fast path, the Python one and aiortc's own."""
+    return send_path_params(request)
 
 
 def recording_encoder(mime: str) -> tuple[list[bytes], Any]:

@@ -11,13 +11,13 @@ from media.client import SyntheticVideoTrack, ToneAudioTrack
 from media.room import RoomMedia
 from media.settings import MediaSettings
 
-from .conftest import Harness, wait_for
+from .conftest import SEND_PATHS, Harness, send_path_params, wait_for
 
 
-@pytest.fixture(params=[True, False], ids=["fast_path", "fallback"])
-def fast_path(request: pytest.FixtureRequest) -> bool:
-    """Every test here runs on the forwarding fast path and on aiortc's own send path."""
-    return bool(request.param)
+@pytest.fixture(params=list(SEND_PATHS))
+def send_path(request: pytest.FixtureRequest) -> dict[str, bool]:
+    """Every test here runs on the compiled fast path, the Python one and aiortc's own."""
+    return send_path_params(request)
 
 
 class _R0:
@@ -50,10 +50,10 @@ async def _room_with_three(harness: Harness) -> None:
     await wait_for(all_flowing, timeout=40)
 
 
-async def test_leave_kick_and_end_release_everything(fast_path: bool) -> None:
+async def test_leave_kick_and_end_release_everything(send_path: dict[str, bool]) -> None:
     base_threads = set(threading.enumerate())
     base_tasks = _other_tasks()
-    harness = Harness(RoomMedia("room-teardown", MediaSettings(fast_path=fast_path)))
+    harness = Harness(RoomMedia("room-teardown", MediaSettings(**send_path)))
     room = harness.room
     await _room_with_three(harness)
     assert len(room.publications) == 6

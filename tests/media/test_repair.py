@@ -9,16 +9,15 @@ import pytest
 from aiortc import RTCSessionDescription
 from aiortc.rtp import RtpPacket, is_rtcp
 
-from media.aiortc_patch import fast_sender
 from media.client import SyntheticVideoTrack
 
-from .conftest import Harness, wait_for
+from .conftest import SEND_PATHS, Harness, send_path_params, wait_for
 
 
-@pytest.fixture(params=[True, False], ids=["fast_path", "fallback"])
-def fast_path(request: pytest.FixtureRequest) -> bool:
-    """Every test here runs on the forwarding fast path and on aiortc's own send path."""
-    return bool(request.param)
+@pytest.fixture(params=list(SEND_PATHS))
+def send_path(request: pytest.FixtureRequest) -> dict[str, bool]:
+    """Every test here runs on the compiled fast path, the Python one and aiortc's own."""
+    return send_path_params(request)
 
 
 class _R0:
@@ -49,19 +48,30 @@ def drop_some_video(transceiver: Any, every: int, log: dict[str, list[int]]) -> 
         await original(data)
 
     transport._send_rtp = lossy
-    fast = fast_sender(transceiver.sender)
-    if fast is not None:  # media goes out through the fast path; RTX still through aiortc
-        transmit = fast.transmit
 
-        def lossy_fast(data: bytes) -> None:
-            if (data[1] & 0x7F) == media_pt:
-                count[0] += 1
-                if count[0] % every == 0:
-                    log["dropped"].append(int.from_bytes(data[2:4], "big"))
-                    return
-            transmit(data)
 
-        fast.transmit = lossy_fast
+def lose_some_received_video(transceiver: Any, every: int, log: dict[str, list[int]]) -> None:
+    """Make the receiving side of ``transceiver`` lose every ``every``-th media packet after
+    decryption (so on every send path of the far end: aiortc's, the fast path in Python or C)."""
+    codecs = transceiver._codecs
+    media_pt = codecs[0].payloadType
+    rtx_pt = next(c.payloadType for c in codecs if c.mimeType.lower().endswith("/rtx"))
+    transport = transceiver.receiver.transport
+    original = transport._handle_rtp_data
+    count = [0]
+
+    async def lossy(data: bytes, arrival_time_ms: int) -> None:
+        pt = data[1] & 0x7F
+        if pt == rtx_pt:  # RTX payload starts with the original sequence number
+            log["rtx"].append(int.from_bytes(RtpPacket.parse(data).payload[:2], "big"))
+        elif pt == media_pt:
+            count[0] += 1
+            if count[0] % every == 0:
+                log["dropped"].append(int.from_bytes(data[2:4], "big"))
+                return
+        await original(data, arrival_time_ms)
+
+    transport._handle_rtp_data = lossy
 
 
 async def test_subscriber_leg_loss_is_repaired_by_retransmission(harness: Harness) -> None:
@@ -71,7 +81,8 @@ async def test_subscriber_leg_loss_is_repaired_by_retransmission(harness: Harnes
     await wait_for(lambda: bob.received.get(("alice", "camera"), _R0).frames >= 5, 30)
     sub = harness.room.sessions["bob"].subscriptions[("alice", "camera")]
     log: dict[str, list[int]] = {"dropped": [], "rtx": []}
-    drop_some_video(sub.transceiver, 7, log)
+    received_by_bob = next(t for t in bob.sub_pc.getTransceivers() if t.mid == sub.transceiver.mid)  # type: ignore[union-attr]
+    lose_some_received_video(received_by_bob, 7, log)
     rec = bob.received[("alice", "camera")]
     start, sent0 = rec.frames, sub.frames_forwarded
     await wait_for(lambda: rec.frames >= start + 60, 30)
@@ -142,7 +153,8 @@ async def test_lossy_subscriber_is_moved_to_the_low_layer_automatically(
     sub = harness.room.sessions["bob"].subscriptions[("alice", "camera")]
     await wait_for(lambda: sub.layer == "high", 30)  # started low, a padding probe moved it up
     log: dict[str, list[int]] = {"dropped": [], "rtx": []}
-    drop_some_video(sub.transceiver, 4, log)  # ~25 % loss reported in bob's receiver reports
+    received_by_bob = next(t for t in bob.sub_pc.getTransceivers() if t.mid == sub.transceiver.mid)  # type: ignore[union-attr]
+    lose_some_received_video(received_by_bob, 4, log)  # ~25 % loss in bob's receiver reports
     await wait_for(lambda: sub.layer == "low", 30)
     assert sub.auto_layer == "low" and sub.layer_request is None
     # an explicit request wins over the automatic choice

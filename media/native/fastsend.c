@@ -1,0 +1,150 @@
+/* The forwarding fast path's per-packet work in C: one call per frame and subscriber.
+ *
+ * tc_send_frame() writes each RTP packet of a frame (12-byte header, the sender's
+ * header-extension block, the payload), protects it in place with the sender's own libsrtp
+ * session through the srtp_protect function pylibsrtp was built with (both passed in as
+ * pointers, so the session state is the one aiortc's RTCP and retransmissions use), and sends
+ * the batch with one sendmmsg(2) call. Loaded with cffi's ABI mode (media/native_send.py);
+ * built by scripts/setup-venv.sh with the system C compiler. No Python headers needed.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define TC_MTU 1500        /* the largest packet before protection (as pylibsrtp's buffer) */
+#define TC_SLOT 1664       /* one packet plus libsrtp's largest trailer (SRTP_MAX_TRAILER_LEN) */
+#define TC_BATCH 64        /* packets per sendmmsg call */
+
+/* srtp_err_status_t srtp_protect(srtp_t ctx, void *rtp_hdr, int *len_ptr) (libsrtp 2) */
+typedef int (*tc_protect_fn)(void *ctx, void *rtp, int *len);
+
+static unsigned char slots[TC_BATCH][TC_SLOT];
+static struct iovec iovs[TC_BATCH];
+static struct mmsghdr msgs[TC_BATCH];
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* cffi releases the GIL */
+
+int tc_abi_version(void) { return 2; }
+
+static int address(int family, const char *host, int port, struct sockaddr_storage *ss,
+                   socklen_t *len)
+{
+    memset(ss, 0, sizeof(*ss));
+    if (family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+            return -1;
+        *len = sizeof(*a);
+        return 0;
+    }
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1)
+            return -1;
+        *len = sizeof(*a);
+        return 0;
+    }
+    return -1;
+}
+
+/* Send `count` RTP packets of one frame: payload i is `lengths[i]` bytes (uint16, native byte
+ * order) of `payloads`, sequence numbers from `seq`, the marker bit on the last one. With
+ * `picture_id` >= 0, each payload's VP8 descriptor gets it (M bit + 15 bits) at byte
+ * `picture_id_at`: the payloads are shared by every subscriber, the picture id is theirs.
+ *
+ * out[0]: packets the kernel took; out[1]: protected bytes of those; out[2]: the errno that
+ * stopped sending (EAGAIN when the socket buffer is full: the rest are dropped, as a full link
+ * drops), or libsrtp's status when protection failed.
+ * Returns 0, or -1 for a bad address, -2 for a packet too large, -3 when libsrtp refused one
+ * (nothing of the frame was sent in the last two cases but what went before).
+ */
+int tc_send_frame(int fd, int family, const char *host, int port, void *protect_fn,
+                  void *srtp, int first, int pt, int seq, uint32_t ts, uint32_t ssrc,
+                  const char *ext, int ext_len, const char *payloads, const char *lengths,
+                  int count, int picture_id, int picture_id_at, int *out)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = 0;
+    tc_protect_fn protect = (tc_protect_fn)protect_fn;
+    size_t offset = 0;
+    int i = 0, rc = 0;
+
+    out[0] = out[1] = out[2] = 0;
+    if (address(family, host, port, &ss, &sl) != 0)
+        return -1;
+    pthread_mutex_lock(&lock);
+    while (i < count && rc == 0) {
+        int n = 0, done = 0;
+        int bytes[TC_BATCH];
+        for (; i < count && n < TC_BATCH; i++, n++) {
+            uint16_t len;
+            unsigned char *b = slots[n];
+            int size;
+            memcpy(&len, lengths + 2 * (size_t)i, 2);
+            size = 12 + ext_len + (int)len;
+            if (size > TC_MTU || (picture_id >= 0 && (int)len < picture_id_at + 2)) {
+                rc = -2;
+                break;
+            }
+            b[0] = (unsigned char)first;
+            b[1] = (unsigned char)(((i == count - 1) ? 0x80 : 0) | (pt & 0x7f));
+            b[2] = (unsigned char)(seq >> 8);
+            b[3] = (unsigned char)seq;
+            b[4] = (unsigned char)(ts >> 24);
+            b[5] = (unsigned char)(ts >> 16);
+            b[6] = (unsigned char)(ts >> 8);
+            b[7] = (unsigned char)ts;
+            b[8] = (unsigned char)(ssrc >> 24);
+            b[9] = (unsigned char)(ssrc >> 16);
+            b[10] = (unsigned char)(ssrc >> 8);
+            b[11] = (unsigned char)ssrc;
+            memcpy(b + 12, ext, (size_t)ext_len);
+            memcpy(b + 12 + ext_len, payloads + offset, len);
+            offset += len;
+            if (picture_id >= 0) {
+                unsigned char *pid = b + 12 + ext_len + picture_id_at;
+                pid[0] = (unsigned char)(0x80 | ((picture_id >> 8) & 0x7f));
+                pid[1] = (unsigned char)picture_id;
+            }
+            if (protect(srtp, b, &size) != 0) {
+                out[2] = 0;
+                rc = -3;
+                break;
+            }
+            bytes[n] = size;
+            iovs[n].iov_base = b;
+            iovs[n].iov_len = (size_t)size;
+            memset(&msgs[n], 0, sizeof(msgs[n]));
+            msgs[n].msg_hdr.msg_name = &ss;
+            msgs[n].msg_hdr.msg_namelen = sl;
+            msgs[n].msg_hdr.msg_iov = &iovs[n];
+            msgs[n].msg_hdr.msg_iovlen = 1;
+            seq = (seq + 1) & 0xffff;
+        }
+        while (done < n) {
+            int sent = sendmmsg(fd, msgs + done, (unsigned int)(n - done), 0);
+            if (sent < 0) {
+                if (errno == EINTR)
+                    continue;
+                out[2] = errno;
+                break;
+            }
+            for (int k = done; k < done + sent; k++)
+                out[1] += bytes[k];
+            done += sent;
+        }
+        out[0] += done;
+        if (done < n)
+            break; /* the socket refused: the rest of the frame is dropped */
+    }
+    pthread_mutex_unlock(&lock);
+    return rc;
+}

@@ -1,0 +1,161 @@
+"""The compiled half of the forwarding fast path (``media/native/fastsend.c``), through cffi.
+
+One call per frame and subscriber writes the frame's RTP headers, protects every packet with
+the sender's own libsrtp session (pylibsrtp's ``srtp_protect`` and session pointer, passed to
+C, so SRTP state stays the one aiortc's retransmissions and RTCP use) and sends them with one
+``sendmmsg``. cffi's ABI mode loads the shared library ``scripts/setup-venv.sh`` builds with the
+system C compiler (no Python headers); when it is absent, or ``media.native_send`` is false,
+:class:`~media.fastpath.FastSender` does the same work in Python (the tested fallback).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from .aiortc_patch import srtp_context
+from .frames import VP8_PICTURE_ID_AT
+
+logger = logging.getLogger(__name__)
+
+LIBRARY = Path(__file__).with_name("native") / "libtcfastsend.so"
+SOURCE = LIBRARY.with_name("fastsend.c")
+MTU = 1500  # the C side's largest packet before protection (TC_MTU)
+ABI_VERSION = 2
+
+_CDEF = """
+int tc_abi_version(void);
+int tc_send_frame(int fd, int family, const char *host, int port, void *protect_fn,
+                  void *srtp, int first, int pt, int seq, uint32_t ts, uint32_t ssrc,
+                  const char *ext, int ext_len, const char *payloads, const char *lengths,
+                  int count, int picture_id, int picture_id_at, int *out);
+"""
+
+
+class NativeSendError(RuntimeError):
+    """The compiled send refused a frame (bad address, oversize packet, libsrtp error)."""
+
+
+class Native:
+    """The loaded library and the pylibsrtp function it calls."""
+
+    def __init__(self, ffi: Any, lib: Any) -> None:
+        from pylibsrtp._binding import ffi as srtp_ffi
+        from pylibsrtp._binding import lib as srtp_lib
+
+        self.ffi = ffi
+        self.lib = lib
+        self._srtp_ffi = srtp_ffi
+        protect = srtp_ffi.addressof(srtp_lib, "srtp_protect")
+        if (
+            srtp_ffi.typeof(protect).cname
+            != "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
+        ):
+            raise NativeSendError(
+                f"unexpected srtp_protect signature {srtp_ffi.typeof(protect).cname}"
+            )
+        self.protect_fn = ffi.cast("void *", int(srtp_ffi.cast("uintptr_t", protect)))
+
+    def session_pointer(self, session: Any) -> Any:
+        """The ``srtp_t`` of a pylibsrtp ``Session`` (kept alive by the caller's reference)."""
+        pointer = srtp_context(session)
+        return self.ffi.cast("void *", int(self._srtp_ffi.cast("uintptr_t", pointer)))
+
+
+@cache
+def load() -> Native | None:
+    """The compiled send, or None (not built, or cffi/pylibsrtp do not match): logged once."""
+    if not LIBRARY.exists():
+        logger.info("native send not built (%s): forwarding in Python", LIBRARY)
+        return None
+    try:
+        import cffi
+
+        ffi = cffi.FFI()
+        ffi.cdef(_CDEF)
+        lib = ffi.dlopen(str(LIBRARY))
+        if lib.tc_abi_version() != ABI_VERSION:
+            raise NativeSendError("stale build: run scripts/setup-venv.sh")
+        return Native(ffi, lib)
+    except (OSError, ImportError, AttributeError, NativeSendError) as exc:
+        logger.warning("native send unusable (%s): forwarding in Python", exc)
+        return None
+
+
+class Link:
+    """One subscriber socket and destination as the C side takes them (rebuilt on change)."""
+
+    __slots__ = ("addr", "family", "fd", "host", "port", "session", "srtp", "transport")
+
+    def __init__(self, native: Native, transport: Any, addr: tuple[Any, ...], session: Any) -> None:
+        self.transport = transport
+        self.addr = addr
+        self.session = session  # keeps the srtp_t alive
+        self.srtp = native.session_pointer(session)
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno()
+        host = str(addr[0])
+        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.host = host.encode()
+        self.port = int(addr[1])
+
+    @classmethod
+    def make(cls, native: Native, transport: Any, addr: Any, session: Any) -> Link | None:
+        """The link, or None without a pylibsrtp ``Session`` (:func:`~media.aiortc_patch.
+        srtp_session`) or when the transport has no socket (test doubles, other transports)."""
+        if session is None or addr is None:
+            return None
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        return cls(native, transport, addr, session)
+
+    def usable(self) -> bool:
+        """IPv4 or plain IPv6 (a scoped link-local address stays on asyncio's ``sendto``)."""
+        return b"%" not in self.host and self.fd >= 0
+
+
+def send_frame(
+    native: Native,
+    link: Link,
+    out: Any,
+    header: tuple[int, int, int, int, int],
+    ext: bytes,
+    payloads: list[bytes],
+    picture_id: int = -1,
+) -> tuple[int, int, int]:
+    """Send one frame: ``(packets sent, protected bytes sent, errno that stopped it or 0)``.
+
+    ``header`` is (first byte, payload type, first sequence number, timestamp, SSRC);
+    ``picture_id`` >= 0 is written as the VP8 descriptor's 15-bit id in every payload."""
+    first, pt, seq, ts, ssrc = header
+    count = len(payloads)
+    lengths = struct.pack(f"={count}H", *map(len, payloads))
+    rc = native.lib.tc_send_frame(
+        link.fd,
+        link.family,
+        link.host,
+        link.port,
+        native.protect_fn,
+        link.srtp,
+        first,
+        pt,
+        seq,
+        ts,
+        ssrc,
+        ext,
+        len(ext),
+        b"".join(payloads),
+        lengths,
+        count,
+        picture_id,
+        VP8_PICTURE_ID_AT,
+        out,
+    )
+    if rc != 0:
+        raise NativeSendError(f"tc_send_frame returned {rc}")
+    return out[0], out[1], out[2]
