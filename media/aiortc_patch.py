@@ -205,12 +205,17 @@ async def send_padding(
     for attr in (_HISTORY_ATTR, _RTX_PT_ATTR, _RTX_SEQ_ATTR, _EXT_MAP_ATTR, "_rtx_ssrc"):
         _require(sender, attr)
     rtx_pt = getattr(sender, _RTX_PT_ATTR)
-    history = list(getattr(sender, _HISTORY_ATTR).values())
-    if rtx_pt is None or not history:
+    held = getattr(sender, _HISTORY_ATTR)
+    if hasattr(held, "newest"):  # the fast path's fastpath.FrameHistory
+        recent = held.newest(newest)
+    else:
+        history = list(held.values())
+        if history:
+            ref = history[0].sequence_number
+            history.sort(key=lambda p: (p.sequence_number - ref + 0x8000) & 0xFFFF, reverse=True)
+        recent = history[:newest]
+    if rtx_pt is None or not recent:
         return 0, cursor
-    ref = history[0].sequence_number
-    history.sort(key=lambda p: (p.sequence_number - ref + 0x8000) & 0xFFFF, reverse=True)
-    recent = history[:newest]
     ext_map = getattr(sender, _EXT_MAP_ATTR)
     sent = 0
     while sent < budget_bytes:

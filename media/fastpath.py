@@ -116,6 +116,16 @@ class FrameHistory(dict[int, Any]):
                 return SentPacket(pt, marker, seq, ts, ssrc, payload, extensions)
         return super().get(key, default)
 
+    def newest(self, n: int) -> list[Any]:
+        """The ``n`` packets sent last, newest first (padding probes copy them)."""
+        found: list[Any] = []
+        for first, payloads, *_ in reversed(self._frames):
+            for i in range(len(payloads) - 1, -1, -1):
+                if len(found) == n:
+                    return found
+                found.append(self.get((first + i) % _RTP_HISTORY_SIZE))
+        return found
+
     def __getitem__(self, key: int) -> Any:
         packet = self.get(key)
         if packet is None:

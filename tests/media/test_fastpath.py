@@ -11,13 +11,13 @@ from aiortc.rtcrtpparameters import (
     RTCRtpHeaderExtensionParameters,
     RTCRtpParameters,
 )
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket, wrap_rtx
+from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket, wrap_rtx
 
 from media import fastpath
 from media.aiortc_patch import fast_sender
 from media.client import SyntheticVideoTrack, ToneAudioTrack
 from media.fastpath import FastSender, FrameHistory
-from media.frames import EncodedFrame, FramePacker
+from media.frames import EncodedFrame, FramePacker, with_picture_id
 
 from .conftest import Harness, wait_for
 
@@ -143,3 +143,32 @@ async def test_fast_path_carries_the_forwarded_media(harness: Harness) -> None:
         report = await sender.getStats()
         outbound = next(s for s in report.values() if s.type == "outbound-rtp")
         assert outbound.packetsSent >= fast.packets - 2  # (a frame may be on its way)
+
+
+def test_frame_history_answers_like_aiortcs_packet_dict() -> None:
+    """Frames in, packets out: the newest packet per ``seq % 128``, with its picture id."""
+    history = FrameHistory()
+    ext = HeaderExtensions()
+    shared = [b"\x90\x80\x80\x00" + b"a" * 10, b"\x80\x80\x80\x00" + b"b" * 10]
+    seq = 65534
+    for n in range(100):  # 200 packets: more than the 128 held, wrapping the sequence number
+        history.record((seq + 2 * n) & 0xFFFF, shared, 300 + n, 97, 1000 * n, 7, ext)
+    last = (seq + 199) & 0xFFFF
+    packet = history.get(last % 128)
+    assert packet.sequence_number == last and packet.marker == 1 and packet.timestamp == 99_000
+    assert packet.payload == with_picture_id([shared[1]], 399)[0]
+    assert history[(last - 1) % 128].marker == 0
+    oldest_held = (last - 127) & 0xFFFF
+    assert history.get(oldest_held % 128).sequence_number == oldest_held
+    held = history.values()
+    assert len(held) == 128 and {p.sequence_number for p in held} == {
+        (last - i) & 0xFFFF for i in range(128)
+    }
+    assert [p.sequence_number for p in history.newest(3)] == [
+        last,
+        (last - 1) & 0xFFFF,
+        (last - 2) & 0xFFFF,
+    ]
+    assert len(history._frames) <= 65  # frames beyond the 128 packets are let go
+    history.clear()
+    assert history.get(5) is None and not history and history.newest(1) == []
