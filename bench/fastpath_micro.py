@@ -138,6 +138,11 @@ def main() -> None:
             figures[f"native_sender_frame{label}_us"] = fast_sender_frame_us(
                 session, tx, rx, n // 3, native, size
             )
+    for label, lib in (("fast", None), ("native", native)):
+        if label == "fast" or native is not None:
+            figures[f"{label}_sender_fanout12_us"] = fast_sender_frame_us(
+                session, tx, rx, n // 3, lib, 3000, 12
+            )
     figures["fast_sender_frame_packets"] = 3
     figures["fast_sender_frame_10_packets"] = 10
     figures["native_send_built"] = native is not None
@@ -153,10 +158,13 @@ def fast_sender_frame_us(
     n: int,
     native: object = None,
     size: int = 3000,
+    subscribers: int = 1,
 ) -> float:
     """CPU of the SFU's fast path for one VP8 frame of ``size`` bytes (media/fastpath.py):
     pack, headers, RTX history, SRTP and a ``sendto`` per packet on a loopback socket, or with
-    ``native`` the compiled send (media/native: SRTP and one ``sendmmsg`` in C)."""
+    ``native`` the compiled send (media/native: SRTP and one ``sendmmsg`` in C). With
+    ``subscribers`` > 1, one frame goes to that many senders (packetized once): the figure is
+    per frame and subscriber."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -197,10 +205,12 @@ def fast_sender_frame_us(
             return tx if name == "socket" else None
 
     class Wire:  # aiortc_patch.SenderWire without a peer connection
-        packer = FramePacker("video/vp8")
-        ssrc = 0x1234 + size + (native is not None)  # one SRTP stream per run (replay check)
-        history = FrameHistory()
         enabled = True
+
+        def __init__(self, ssrc: int) -> None:
+            self.packer = FramePacker("video/vp8")
+            self.ssrc = ssrc
+            self.history = FrameHistory()
 
         def header_extensions(self) -> tuple[object, str]:
             return ext_map, "0"
@@ -212,21 +222,26 @@ def fast_sender_frame_us(
             pass
 
     sock = Socket()
-    fast = FastSender(Wire(), native)  # type: ignore[arg-type]
-    fast.codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
+    # one SRTP stream per sender and run (the session's replay check)
+    base = 0x1234 + size * 64 + (native is not None) * 32
+    fans = [FastSender(Wire(base + k), native) for k in range(subscribers)]  # type: ignore[arg-type]
+    for fast in fans:
+        fast.codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
     data = os.urandom(size)  # 3000: 3 packets
 
     def frame(i: int) -> None:
-        fast.ready()
-        fast.send_now(EncodedFrame(data, 3000 * i, False, 0.0))
-        if i % 4 == 0:
+        shared = EncodedFrame(data, 3000 * i, False, 0.0)  # one frame, every subscriber
+        for fast in fans:
+            fast.ready()
+            fast.send_now(shared)
+        if i % max(1, 4 // subscribers) == 0:
             try:
                 while True:
                     rx.recv(2048)
             except BlockingIOError:
                 pass
 
-    return per_packet_us(frame, n)
+    return round(per_packet_us(frame, n // subscribers) / subscribers, 2)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import wrap_rtx
+from pylibsrtp import Session as SrtpSession
 
 _JB_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _ENC_ATTR = "_RTCRtpSender__encoder"
@@ -762,10 +763,8 @@ class SenderWire:
 def srtp_session(protect: Callable[[bytes], bytes]) -> Any | None:
     """The pylibsrtp ``Session`` whose ``protect`` :meth:`SenderWire.link` returned (None for
     anything else: test doubles)."""
-    from pylibsrtp import Session
-
     session = getattr(protect, "__self__", None)
-    return session if isinstance(session, Session) else None
+    return session if isinstance(session, SrtpSession) else None
 
 
 def srtp_context(session: Any) -> Any:

@@ -23,11 +23,11 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import clock
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import HeaderExtensions, RtpPacket
 
@@ -254,7 +254,7 @@ class FastSender:
         template = self.template
         if template is None or template.mid != wire.header_extensions()[1]:
             template = self.template = ExtensionTemplate(*wire.header_extensions())
-        ntp = clock.current_ntp_time()
+        ntp = ntp_now()
         abs_send_time = (ntp >> 14) & 0xFFFFFF
         ext = template.build(abs_send_time)
         extensions = HeaderExtensions()
@@ -297,15 +297,16 @@ class FastSender:
             return False
         if 12 + len(ext) + max(map(len, payloads)) > native_send.MTU:
             return False
-        session = srtp_session(self._protect)
         link = self._link
         if (
             link is None
             or link.transport is not transport
             or link.addr != self._addr
-            or link.session is not session
+            or link.protect != self._protect  # (a bound method: equal while the session is)
         ):
-            link = self._link = native_send.Link.make(native, transport, self._addr, session)
+            link = self._link = native_send.Link.make(
+                native, transport, self._addr, srtp_session(self._protect), self._protect
+            )
             if link is None:
                 self.native = None  # not a pylibsrtp session or socket: stay in Python
                 return False
@@ -340,6 +341,15 @@ class FastSender:
         self.native_frames += 1
         self.bytes_out += sent_bytes
         self.dropped += len(payloads) - sent  # in the RTX history: a NACK repairs them
+
+
+_NTP_EPOCH_S = 2_208_988_800  # 1900-01-01 to 1970-01-01
+
+
+def ntp_now() -> int:
+    """aiortc's ``clock.current_ntp_time()`` (64-bit NTP time, now) without datetimes."""
+    sec, ns = divmod(time.time_ns(), 1_000_000_000)
+    return ((sec + _NTP_EPOCH_S) << 32) | ((ns << 32) // 1_000_000_000)
 
 
 def direct_sender(sender: Any) -> Callable[[Any], bool]:

@@ -36,6 +36,11 @@ int tc_send_frame(int fd, int family, const char *host, int port, void *protect_
 """
 
 
+@cache
+def _lengths(count: int) -> struct.Struct:
+    return struct.Struct(f"={count}H")
+
+
 class NativeSendError(RuntimeError):
     """The compiled send refused a frame (bad address, oversize packet, libsrtp error)."""
 
@@ -89,10 +94,18 @@ def load() -> Native | None:
 class Link:
     """One subscriber socket and destination as the C side takes them (rebuilt on change)."""
 
-    __slots__ = ("addr", "family", "fd", "host", "port", "session", "srtp", "transport")
+    __slots__ = ("addr", "family", "fd", "host", "port", "protect", "session", "srtp", "transport")
 
-    def __init__(self, native: Native, transport: Any, addr: tuple[Any, ...], session: Any) -> None:
+    def __init__(
+        self,
+        native: Native,
+        transport: Any,
+        addr: tuple[Any, ...],
+        session: Any,
+        protect: Any = None,
+    ) -> None:
         self.transport = transport
+        self.protect = protect  # the session's bound protect: how the fast path tells a change
         self.addr = addr
         self.session = session  # keeps the srtp_t alive
         self.srtp = native.session_pointer(session)
@@ -104,7 +117,9 @@ class Link:
         self.port = int(addr[1])
 
     @classmethod
-    def make(cls, native: Native, transport: Any, addr: Any, session: Any) -> Link | None:
+    def make(
+        cls, native: Native, transport: Any, addr: Any, session: Any, protect: Any = None
+    ) -> Link | None:
         """The link, or None without a pylibsrtp ``Session`` (:func:`~media.aiortc_patch.
         srtp_session`) or when the transport has no socket (test doubles, other transports)."""
         if session is None or addr is None:
@@ -112,7 +127,7 @@ class Link:
         sock = transport.get_extra_info("socket")
         if sock is None:
             return None
-        return cls(native, transport, addr, session)
+        return cls(native, transport, addr, session, protect)
 
     def usable(self) -> bool:
         """IPv4 or plain IPv6 (a scoped link-local address stays on asyncio's ``sendto``)."""
@@ -134,7 +149,7 @@ def send_frame(
     ``picture_id`` >= 0 is written as the VP8 descriptor's 15-bit id in every payload."""
     first, pt, seq, ts, ssrc = header
     count = len(payloads)
-    lengths = struct.pack(f"={count}H", *map(len, payloads))
+    lengths = _lengths(count).pack(*map(len, payloads))
     rc = native.lib.tc_send_frame(
         link.fd,
         link.family,
