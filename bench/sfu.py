@@ -239,6 +239,7 @@ def run_server(port: int, mode: str, data_dir: str) -> None:
                 "publisher_remb": os.environ.get("SFU_BENCH_REMB", "1") == "1",
                 "fast_path": fast_path_enabled(),
                 "native_send": native_send_enabled(),
+                "fast_receive": fast_receive_enabled(),
             },
         },
         environ={},
@@ -603,6 +604,11 @@ def native_built() -> bool:
     return native_send.LIBRARY.exists()
 
 
+def fast_receive_enabled() -> bool:
+    """``media.fast_receive``: SFU_BENCH_FAST_RECEIVE=0 receives through aiortc's queue."""
+    return os.environ.get("SFU_BENCH_FAST_RECEIVE", "1") == "1"
+
+
 def native_send_enabled() -> bool:
     """``media.native_send``: SFU_BENCH_NATIVE=0 keeps the fast path in Python."""
     return os.environ.get("SFU_BENCH_NATIVE", "1") == "1"
@@ -737,6 +743,7 @@ def main() -> None:
         "baselines": sorted(baselines),
         "fast_path": fast_path_enabled(),
         "native_send": native_send_enabled() and native_built(),
+        "fast_receive": fast_receive_enabled(),
         "phases_without_media": broken,
     }
     sfu = phases.get("fanout_sfu")

@@ -53,13 +53,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import socket
 import struct
 import time
+import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+import pylibsrtp
 from aioice import Candidate
 from aioice.candidate import candidate_foundation, candidate_priority
 from aioice.ice import Connection, StunProtocol
@@ -69,10 +72,12 @@ from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import wrap_rtx
+from aiortc.rtp import RtpPacket, is_rtcp, wrap_rtx
 from pylibsrtp import Session as SrtpSession
 
 _JB_ATTR = "_RTCRtpReceiver__jitter_buffer"
+logger = logging.getLogger(__name__)
+
 _ENC_ATTR = "_RTCRtpSender__encoder"
 _HISTORY_ATTR = "_RTCRtpSender__rtp_history"
 _REMB_ATTR = "_RTCRtpReceiver__remote_bitrate_estimator"
@@ -607,7 +612,7 @@ def observe_transport_rtp(pc: RTCPeerConnection, observer: Callable[[Any, int], 
         _require(connection, "data_received")
         clock = ArrivalClock()
         connection._sfu_clock = clock
-        original_received = connection.data_received
+        original_received = getattr(connection, "_sfu_queue_path", connection.data_received)
 
         def data_received(
             data: bytes,
@@ -637,10 +642,146 @@ def observe_transport_rtp(pc: RTCPeerConnection, observer: Callable[[Any, int], 
             observer(packet, _clock.current_us)
             return _orig(packet)
 
-        connection.data_received = data_received  # type: ignore[method-assign]
+        if getattr(connection, "_sfu_inline", False):  # stamp only what goes to the queue
+            connection._sfu_queue_path = data_received
+        else:
+            connection.data_received = data_received  # type: ignore[method-assign]
         ice._recv = recv
         router.route_rtp = route
         router._sfu_observed = True
+
+
+_DTLS_RX = ("_RTCDtlsTransport__rx_bytes", "_RTCDtlsTransport__rx_packets")
+_NTP_EPOCH_MS = 2_208_988_800_000  # aiortc's clock.current_ms() counts from 1900
+
+
+def receive_rtp_inline(pc: RTCPeerConnection) -> int:
+    """Handle ``pc``'s incoming SRTP packets as their datagrams arrive, not through aioice's
+    queue and the DTLS transport's task.
+
+    aiortc hands every datagram from the socket callback to an ``asyncio.Queue``; the DTLS
+    transport's task then wakes for it and goes through four coroutines before the packet
+    reaches its receiver. For an RTP packet (not RTCP, DTLS or STUN) that arrives while that
+    queue is empty (order kept) on a connected transport, this does the same work right in the
+    callback: counts, SRTP unprotect, parse, route, and the receiver's ``_handle_rtp_packet``,
+    run eagerly (:func:`run_eagerly`: to its end unless it really waits, then in a task).
+    Arrival time: the kernel's when :func:`kernel_arrival_times` is on. Everything else takes
+    aiortc's path. Call once the transceivers exist, before or after
+    :func:`observe_transport_rtp`; idempotent. Returns how many connections were switched.
+    """
+    switched = 0
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        for attr in ("_rx_srtp", "_state", "_rtp_router", "_rtp_header_extensions_map"):
+            _require(dtls, attr)
+        for attr in _DTLS_RX:
+            _require(dtls, attr)
+        _require(dtls.transport, "_connection")
+        connection = dtls.transport._connection
+        _require(connection, "_queue")
+        if getattr(connection, "_sfu_inline", False):
+            continue
+        connection._sfu_queue_path = connection.data_received
+        connection._sfu_inline = True
+        connection._sfu_inline_packets = 0
+        queue = connection._queue
+        state = dtls.__dict__
+
+        def data_received(
+            data: bytes,
+            component: int,
+            _c: Any = connection,
+            _d: Any = dtls,
+            _q: Any = queue,
+            _s: dict[str, Any] = state,
+        ) -> None:
+            srtp = _d._rx_srtp
+            if (
+                srtp is None
+                or len(data) < 12
+                or not 127 < data[0] < 192
+                or is_rtcp(data)
+                or not _q.empty()
+                or _d._state is not _DTLS_CONNECTED
+            ):
+                _c._sfu_queue_path(data, component)
+                return
+            _c._sfu_inline_packets += 1
+            clock: ArrivalClock | None = getattr(_c, "_sfu_clock", None)
+            if clock is not None and clock.kernel_us is not None:
+                arrival_us, clock.kernel_us = clock.kernel_us, None
+            else:
+                arrival_us = time.time_ns() // 1000
+            _s[_DTLS_RX[0]] += len(data)
+            _s[_DTLS_RX[1]] += 1
+            try:
+                plain = srtp.unprotect(data)
+                packet = RtpPacket.parse(plain, _d._rtp_header_extensions_map)
+            except (pylibsrtp.Error, ValueError):
+                return  # aiortc drops these too (logged at debug there)
+            if clock is not None:
+                clock.current_us = arrival_us  # what observe_transport_rtp's observer reads
+            try:
+                receiver = _d._rtp_router.route_rtp(packet)
+                if receiver is not None:
+                    arrival_ms = arrival_us // 1000 + _NTP_EPOCH_MS
+                    run_eagerly(receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_ms))
+            except Exception:  # never into the socket callback (aiortc's task would end)
+                logger.exception("media: inline RTP receive failed")
+
+        connection.data_received = data_received  # type: ignore[method-assign]
+        switched += 1
+    return switched
+
+
+def inline_received(pc: RTCPeerConnection) -> int:
+    """RTP packets :func:`receive_rtp_inline` handled on ``pc`` so far."""
+    seen: set[int] = set()
+    total = 0
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.receiver.transport.transport._connection
+        if id(connection) not in seen:
+            seen.add(id(connection))
+            total += getattr(connection, "_sfu_inline_packets", 0)
+    return total
+
+
+_eager_tasks: set[asyncio.Task[Any]] = set()
+
+
+@types.coroutine
+def _resume(coro: Any, waiting_on: Any) -> Any:
+    """Go on with a coroutine :func:`run_eagerly` started, from where it waits."""
+    while True:
+        try:
+            sent = yield waiting_on
+        except BaseException as exc:  # thrown in by the task (cancel): pass it on
+            try:
+                waiting_on = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting_on = coro.send(sent)
+            except StopIteration:
+                return
+
+
+def run_eagerly(coro: Any) -> None:
+    """Run ``coro`` now, to its end unless it really waits; the rest then runs in a task.
+
+    aiortc's per-packet handlers are coroutines only because they may send RTCP, which on a
+    UDP pair never waits: run this way they cost a call, not a task. (Python 3.12's eager task
+    factory does the same for every task.) Exceptions propagate when raised before the first
+    wait and are logged by asyncio after it.
+    """
+    try:
+        waiting_on = coro.send(None)
+    except StopIteration:
+        return
+    task = asyncio.ensure_future(_resume(coro, waiting_on))
+    _eager_tasks.add(task)
+    task.add_done_callback(_eager_tasks.discard)
 
 
 def rtcp_sender_ssrc(receiver: RTCRtpReceiver) -> int | None:

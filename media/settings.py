@@ -61,6 +61,9 @@ class MediaSettings(BaseModel):
     # (media/native, one sendmmsg per frame and subscriber) when scripts/setup-venv.sh built it;
     # false, or not built: the same work in Python (native_send.py).
     native_send: bool = True
+    # Publishers' RTP packets are handled in the socket callback (aiortc_patch.receive_rtp_inline)
+    # instead of through aioice's queue and the DTLS transport's task; false: aiortc's path.
+    fast_receive: bool = True
     # Automatic camera layer choice per subscriber from its REMB estimate and loss (explicit
     # rtc:layer wins): bandwidth.py. Low after >= loss_down; back up when the estimate holds the
     # high layer, or by a probe after auto_layer_probe_s on the low one (doubling on failure).

@@ -65,11 +65,12 @@ async def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.05
     await asyncio.wait_for(_poll(), timeout)
 
 
-#: the three send paths: the compiled fast path, the same in Python, aiortc's own
+#: the three media paths: the compiled fast path, the same in Python (both receiving publishers'
+#: RTP inline), aiortc's own send and receive paths
 SEND_PATHS = {
-    "native": {"fast_path": True, "native_send": True},
-    "python": {"fast_path": True, "native_send": False},
-    "fallback": {"fast_path": False, "native_send": False},
+    "native": {"fast_path": True, "native_send": True, "fast_receive": True},
+    "python": {"fast_path": True, "native_send": False, "fast_receive": True},
+    "fallback": {"fast_path": False, "native_send": False, "fast_receive": False},
 }
 
 
@@ -86,7 +87,7 @@ def send_path() -> dict[str, bool]:
     """The send path under test: the default, unless a module overrides this fixture with
     ``params=list(SEND_PATHS)`` to run on all (the forwarding tests do)."""
     settings = MediaSettings()
-    return {"fast_path": settings.fast_path, "native_send": settings.native_send}
+    return {k: getattr(settings, k) for k in SEND_PATHS["native"]}
 
 
 @pytest.fixture
