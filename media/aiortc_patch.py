@@ -40,7 +40,12 @@ their stock behaviour):
    replaces one forwarding sender's ``_next_encoded_frame`` so frames are sent as RTP bytes,
    protected with the DTLS transport's outbound SRTP session and handed to the selected ICE
    pair's datagram transport; :class:`SenderWire` is every private read and write that needs
-   (SRTP session, selected pair, header-extension map and mid, RTX history, SR counts).
+   (SRTP session, selected pair, header-extension map and mid, RTX history, SR counts);
+   :func:`srtp_session` and :func:`srtp_context` hand the compiled send (native_send.py)
+   pylibsrtp's session pointer.
+9. The receive fast path (``media.fast_receive``): :func:`receive_rtp_inline` handles a
+   publisher's SRTP packets in the socket callback instead of through aioice's queue and the
+   DTLS transport's task, running the receiver's own handler eagerly (:func:`run_eagerly`).
 
 No other module of this package touches a private attribute of an aiortc or aioice object
 (tests/media/test_aiortc_internals.py checks it).
@@ -726,7 +731,9 @@ def receive_rtp_inline(pc: RTCPeerConnection) -> int:
                 if receiver is not None:
                     arrival_ms = arrival_us // 1000 + _NTP_EPOCH_MS
                     run_eagerly(receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_ms))
-            except Exception:  # never into the socket callback (aiortc's task would end)
+            except ConnectionError:  # RTCP on a transport going away: its task ends it
+                logger.debug("media: inline RTP receive on a closing transport", exc_info=True)
+            except Exception:  # never into the socket callback
                 logger.exception("media: inline RTP receive failed")
 
         connection.data_received = data_received  # type: ignore[method-assign]
