@@ -94,7 +94,7 @@ def load() -> Native | None:
 class Link:
     """One subscriber socket and destination as the C side takes them (rebuilt on change)."""
 
-    __slots__ = ("addr", "family", "fd", "host", "port", "protect", "session", "srtp", "transport")
+    __slots__ = ("addr", "family", "fd", "ip", "port", "protect", "session", "srtp", "transport")
 
     def __init__(
         self,
@@ -111,9 +111,9 @@ class Link:
         self.srtp = native.session_pointer(session)
         sock = transport.get_extra_info("socket")
         self.fd = sock.fileno()
-        host = str(addr[0])
-        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.host = host.encode()
+        ip = str(addr[0])
+        self.family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        self.ip = ip.encode()
         self.port = int(addr[1])
 
     @classmethod
@@ -131,7 +131,7 @@ class Link:
 
     def usable(self) -> bool:
         """IPv4 or plain IPv6 (a scoped link-local address stays on asyncio's ``sendto``)."""
-        return b"%" not in self.host and self.fd >= 0
+        return b"%" not in self.ip and self.fd >= 0
 
 
 def send_frame(
@@ -153,7 +153,7 @@ def send_frame(
     rc = native.lib.tc_send_frame(
         link.fd,
         link.family,
-        link.host,
+        link.ip,
         link.port,
         native.protect_fn,
         link.srtp,

@@ -49,9 +49,11 @@ async def wait_video_playing(page: Any, selector: str, timeout_ms: int = 30_000)
     return await page.eval_on_selector(selector, SNAPSHOT_JS)
 
 
-async def pass_device_check(page: Any, url: str) -> None:
-    """Open a join link and pass the device check with the fake devices."""
+async def pass_device_check(page: Any, url: str, load_ms: int = WAIT_MS) -> None:
+    """Open a join link and pass the device check with the fake devices (``load_ms``: how
+    long the app may take to load, longer on a capped link)."""
     await page.goto(url)
+    await expect(page.locator("#status-camera")).to_be_attached(timeout=load_ms)
     for check in ("camera", "microphone", "connection"):
         await expect(page.locator(f"#status-{check}")).to_have_attribute(
             "data-state", "ok", timeout=WAIT_MS

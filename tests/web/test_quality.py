@@ -21,6 +21,7 @@ from tests.web.conftest import BASE_ARGS, EXECUTABLE
 from tests.web.helpers import WAIT_MS, pass_device_check
 from tests.web.netns import HOST_IP, browser_in_namespace, can_cap, capped_namespace
 from tests.web.quality_probe import inbound, outbound, wait_quality
+from web_client import BUNDLE
 
 ROOM = "quality-1"
 BOUND_MS = 60_000
@@ -112,7 +113,10 @@ async def test_capped_subscriber_is_moved_to_the_low_layer(
             await context.grant_permissions(["camera", "microphone"])
             receiver = await context.new_page()
             token = live.tokens(ROOM, "dr-rx", "clinician", "李医生")
-            await pass_device_check(receiver, f"{origin}/join?token={token}")
+            # the app's bundle crosses the capped link too: allow three times its transfer
+            bundle = max(BUNDLE.stat().st_size, 1)
+            load_ms = WAIT_MS + 3 * bundle * 8 * 1000 // (CAP_KBPS * 1000)
+            await pass_device_check(receiver, f"{origin}/join?token={token}", load_ms)
             await receiver.click("#join-btn")
             await expect(receiver.locator("#screen-call")).to_be_visible(timeout=WAIT_MS)
 

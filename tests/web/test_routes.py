@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,22 @@ async def test_join_page_and_client_config(live: Any) -> None:
     # the SFU and annotation are wired into create_app; rehab reports what is registered
     assert features["media"] is True and features["documents"] is True
     assert isinstance(features["rehab"], bool)
+
+
+async def test_the_bundle_goes_compressed_to_browsers_that_accept_gzip(live: Any) -> None:
+    """Patients on poor links: the README set-up writes app.js.gz, and the server sends it."""
+    if not web_client.BUNDLE.is_file():
+        pytest.skip("the browser bundle is not built (scripts/build-web.sh)")
+    url = f"{live.url}/static/dist/app.js"
+    async with aiohttp.ClientSession(auto_decompress=False) as http:
+        async with http.get(url, headers={"Accept-Encoding": "gzip"}) as res:
+            assert res.status == 200 and res.headers.get("Content-Encoding") == "gzip"
+            packed = await res.read()
+        async with http.get(url, headers={"Accept-Encoding": "identity"}) as res:
+            assert res.status == 200 and "Content-Encoding" not in res.headers
+            plain = await res.read()
+    assert gzip.decompress(packed) == plain == web_client.BUNDLE.read_bytes()
+    assert len(packed) < len(plain) / 2
 
 
 async def test_missing_bundle_gives_a_clear_page(
