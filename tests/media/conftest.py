@@ -103,3 +103,18 @@ async def harness(media_settings: MediaSettings) -> AsyncIterator[Harness]:
     finally:
         with contextlib.suppress(Exception):
             await h.close()
+
+
+async def camera_and_mic_flowing(harness: Harness, frames: int) -> tuple[Any, Any, list[Any]]:
+    """alice publishes a camera and a microphone, bob receives both: (alice, bob, keys) once
+    bob has ``frames`` frames of each."""
+    from media.client import SyntheticVideoTrack, ToneAudioTrack
+
+    alice = await harness.join("alice", subscribe=False)
+    bob = await harness.join("bob", publish=False, decode=False)
+    await alice.publish({"camera": SyntheticVideoTrack(), "microphone": ToneAudioTrack()})
+    keys = [("alice", "camera"), ("alice", "microphone")]
+    await wait_for(
+        lambda: all(k in bob.received and bob.received[k].frames >= frames for k in keys)
+    )
+    return alice, bob, keys

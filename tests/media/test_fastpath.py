@@ -15,11 +15,10 @@ from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket, wrap_rt
 
 from media import fastpath
 from media.aiortc_patch import fast_sender
-from media.client import SyntheticVideoTrack, ToneAudioTrack
 from media.fastpath import FastSender, FrameHistory
 from media.frames import EncodedFrame, FramePacker, with_picture_id
 
-from .conftest import Harness, wait_for
+from .conftest import Harness, camera_and_mic_flowing
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
@@ -127,11 +126,7 @@ async def test_a_full_socket_drops_instead_of_queueing() -> None:
 
 async def test_fast_path_carries_the_forwarded_media(harness: Harness) -> None:
     assert harness.room.settings.fast_path  # the default
-    alice = await harness.join("alice", subscribe=False)
-    bob = await harness.join("bob", publish=False, decode=False)
-    await alice.publish({"camera": SyntheticVideoTrack(), "microphone": ToneAudioTrack()})
-    keys = [("alice", "camera"), ("alice", "microphone")]
-    await wait_for(lambda: all(k in bob.received and bob.received[k].frames >= 10 for k in keys))
+    _alice, _bob, keys = await camera_and_mic_flowing(harness, 10)
     session = harness.room.sessions["bob"]
     for key in keys:
         sender = session.subscriptions[key].sender

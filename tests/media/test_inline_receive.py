@@ -7,9 +7,8 @@ import asyncio
 import pytest
 
 from media.aiortc_patch import inline_received, run_eagerly
-from media.client import SyntheticVideoTrack, ToneAudioTrack
 
-from .conftest import Harness, wait_for
+from .conftest import Harness, camera_and_mic_flowing, wait_for
 
 
 async def test_a_coroutine_that_never_waits_runs_to_its_end_at_once() -> None:
@@ -47,11 +46,7 @@ async def test_an_error_before_the_first_wait_is_raised_to_the_caller() -> None:
 
 async def test_publishers_packets_take_the_inline_path(harness: Harness) -> None:
     assert harness.room.settings.fast_receive  # the default
-    alice = await harness.join("alice", subscribe=False)
-    bob = await harness.join("bob", publish=False, decode=False)
-    await alice.publish({"camera": SyntheticVideoTrack(), "microphone": ToneAudioTrack()})
-    keys = [("alice", "camera"), ("alice", "microphone")]
-    await wait_for(lambda: all(k in bob.received and bob.received[k].frames >= 20 for k in keys))
+    await camera_and_mic_flowing(harness, 20)
     pc = harness.room.sessions["alice"].pub_pc
     assert pc is not None
     inline = inline_received(pc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,42 +26,18 @@ class _R0:
     payloads: list[bytes] = []
 
 
-def drop_some_video(transceiver: Any, every: int, log: dict[str, list[int]]) -> None:
-    """Make the transceiver's transport lose every ``every``-th media packet (once each)."""
+def _every_nth_media_lost(
+    transceiver: Any, every: int, log: dict[str, list[int]]
+) -> Callable[[bytes], bool]:
+    """``keep(rtp_bytes)``: False for every ``every``-th media packet of ``transceiver``'s codec
+    (logged under "dropped"); RTX packets are logged under "rtx" by the sequence number they
+    carry and kept."""
     codecs = transceiver._codecs
     media_pt = codecs[0].payloadType
     rtx_pt = next(c.payloadType for c in codecs if c.mimeType.lower().endswith("/rtx"))
-    transport = transceiver.sender.transport
-    original = transport._send_rtp
     count = [0]
 
-    async def lossy(data: bytes) -> None:
-        if not is_rtcp(data):
-            pt = data[1] & 0x7F
-            seq = int.from_bytes(data[2:4], "big")
-            if pt == rtx_pt:  # RTX payload starts with the original sequence number
-                log["rtx"].append(int.from_bytes(RtpPacket.parse(data).payload[:2], "big"))
-            elif pt == media_pt:
-                count[0] += 1
-                if count[0] % every == 0:
-                    log["dropped"].append(seq)
-                    return
-        await original(data)
-
-    transport._send_rtp = lossy
-
-
-def lose_some_received_video(transceiver: Any, every: int, log: dict[str, list[int]]) -> None:
-    """Make the receiving side of ``transceiver`` lose every ``every``-th media packet after
-    decryption (so on every send path of the far end: aiortc's, the fast path in Python or C)."""
-    codecs = transceiver._codecs
-    media_pt = codecs[0].payloadType
-    rtx_pt = next(c.payloadType for c in codecs if c.mimeType.lower().endswith("/rtx"))
-    transport = transceiver.receiver.transport
-    original = transport._handle_rtp_data
-    count = [0]
-
-    async def lossy(data: bytes, arrival_time_ms: int) -> None:
+    def keep(data: bytes) -> bool:
         pt = data[1] & 0x7F
         if pt == rtx_pt:  # RTX payload starts with the original sequence number
             log["rtx"].append(int.from_bytes(RtpPacket.parse(data).payload[:2], "big"))
@@ -68,8 +45,35 @@ def lose_some_received_video(transceiver: Any, every: int, log: dict[str, list[i
             count[0] += 1
             if count[0] % every == 0:
                 log["dropped"].append(int.from_bytes(data[2:4], "big"))
-                return
-        await original(data, arrival_time_ms)
+                return False
+        return True
+
+    return keep
+
+
+def drop_some_video(transceiver: Any, every: int, log: dict[str, list[int]]) -> None:
+    """Make the transceiver's transport lose every ``every``-th media packet (once each)."""
+    keep = _every_nth_media_lost(transceiver, every, log)
+    transport = transceiver.sender.transport
+    original = transport._send_rtp
+
+    async def lossy(data: bytes) -> None:
+        if is_rtcp(data) or keep(data):
+            await original(data)
+
+    transport._send_rtp = lossy
+
+
+def lose_some_received_video(transceiver: Any, every: int, log: dict[str, list[int]]) -> None:
+    """Make the receiving side of ``transceiver`` lose every ``every``-th media packet after
+    decryption (so on every send path of the far end: aiortc's, the fast path in Python or C)."""
+    keep = _every_nth_media_lost(transceiver, every, log)
+    transport = transceiver.receiver.transport
+    original = transport._handle_rtp_data
+
+    async def lossy(data: bytes, arrival_time_ms: int) -> None:
+        if keep(data):
+            await original(data, arrival_time_ms)
 
     transport._handle_rtp_data = lossy
 
