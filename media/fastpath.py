@@ -288,12 +288,13 @@ class FastSender:
         wire.account(count, octets, self.bytes_out - bytes0, ts, ntp)
 
     def _native_ready(self, ext: bytes, payloads: list[bytes]) -> bool:
-        """True when this frame can go through the compiled send: a plain UDP socket with
-        nothing queued in asyncio (order), a pylibsrtp session, packets within the MTU."""
+        """True when this frame can go through the compiled send: an open plain UDP socket
+        with nothing queued in asyncio (order), a pylibsrtp session, packets within the MTU.
+        (A closed transport's file descriptor number may already belong to another socket.)"""
         native, transport = self.native, self._transport
         if native is None or transport is None or self._pending:
             return False
-        if transport.get_write_buffer_size() > 0:
+        if transport.get_write_buffer_size() > 0 or transport.is_closing():
             return False
         if 12 + len(ext) + max(map(len, payloads)) > native_send.MTU:
             return False

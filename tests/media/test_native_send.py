@@ -165,6 +165,19 @@ async def test_a_backlog_in_asyncio_keeps_order_by_staying_in_python(
     assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(len(seqs))]
 
 
+async def test_a_closed_transport_is_never_written_by_descriptor_number(
+    udp: tuple[Any, socket.socket],
+) -> None:
+    transport, rx = udp
+    wire = _Wire(transport, rx.getsockname())
+    fast = FastSender(wire, _native())  # type: ignore[arg-type]
+    await fast.send_frame(_frames()[1], VP8)
+    assert fast.native_frames == 1
+    transport.close()  # its fd number may be reused by the next socket opened
+    await fast.send_frame(_frames()[2], VP8)
+    assert fast.native_frames == 1  # asyncio's closed transport got it (and dropped it)
+
+
 def test_a_session_that_is_not_pylibsrtp_stays_in_python() -> None:
     native = _native()
 
