@@ -130,19 +130,15 @@ def main() -> None:
     from media import native_send
 
     native = native_send.load()
-    for size, label in ((3000, ""), (12000, "_10")):
-        figures[f"fast_sender_frame{label}_us"] = fast_sender_frame_us(
-            session, tx, rx, n // 3, None, size
+    paths: dict[str, object] = {"fast": None} | ({"native": native} if native else {})
+    for label, lib in paths.items():
+        for size, suffix in ((3000, ""), (12000, "_10")):
+            figures[f"{label}_sender_frame{suffix}_us"] = fast_sender_frame_us(
+                session, tx, rx, n // 3, lib, size
+            )
+        figures[f"{label}_sender_fanout12_us"] = fast_sender_frame_us(
+            session, tx, rx, n // 3, lib, 3000, 12
         )
-        if native is not None:
-            figures[f"native_sender_frame{label}_us"] = fast_sender_frame_us(
-                session, tx, rx, n // 3, native, size
-            )
-    for label, lib in (("fast", None), ("native", native)):
-        if label == "fast" or native is not None:
-            figures[f"{label}_sender_fanout12_us"] = fast_sender_frame_us(
-                session, tx, rx, n // 3, lib, 3000, 12
-            )
     figures["fast_sender_frame_packets"] = 3
     figures["fast_sender_frame_10_packets"] = 10
     figures["native_send_built"] = native is not None

@@ -237,9 +237,7 @@ def run_server(port: int, mode: str, data_dir: str) -> None:
                 "stats_interval_s": 0,
                 "auto_layer": False,
                 "publisher_remb": os.environ.get("SFU_BENCH_REMB", "1") == "1",
-                "fast_path": fast_path_enabled(),
-                "native_send": native_send_enabled(),
-                "fast_receive": fast_receive_enabled(),
+                **media_paths(),
             },
         },
         environ={},
@@ -604,19 +602,19 @@ def native_built() -> bool:
     return native_send.LIBRARY.exists()
 
 
-def fast_receive_enabled() -> bool:
-    """``media.fast_receive``: SFU_BENCH_FAST_RECEIVE=0 receives through aiortc's queue."""
-    return os.environ.get("SFU_BENCH_FAST_RECEIVE", "1") == "1"
+#: the server's media paths, each on unless its variable is 0: SFU_BENCH_FAST_PATH=0 runs
+#: aiortc's own send path, SFU_BENCH_NATIVE=0 the fast path in Python, SFU_BENCH_FAST_RECEIVE=0
+#: receives through aiortc's queue
+MEDIA_PATH_ENV = {
+    "fast_path": "SFU_BENCH_FAST_PATH",
+    "native_send": "SFU_BENCH_NATIVE",
+    "fast_receive": "SFU_BENCH_FAST_RECEIVE",
+}
 
 
-def native_send_enabled() -> bool:
-    """``media.native_send``: SFU_BENCH_NATIVE=0 keeps the fast path in Python."""
-    return os.environ.get("SFU_BENCH_NATIVE", "1") == "1"
-
-
-def fast_path_enabled() -> bool:
-    """``media.fast_path`` for the server: SFU_BENCH_FAST_PATH=0 runs aiortc's own send path."""
-    return os.environ.get("SFU_BENCH_FAST_PATH", "1") == "1"
+def media_paths() -> dict[str, bool]:
+    """``media.fast_path``, ``native_send`` and ``fast_receive`` for the server."""
+    return {key: os.environ.get(var, "1") == "1" for key, var in MEDIA_PATH_ENV.items()}
 
 
 def main() -> None:
@@ -741,9 +739,8 @@ def main() -> None:
         "video": f"VP8 {width}x{height} 30 fps ~{bit_rate // 1000} kbps + Opus 20 ms, pre-encoded",
         "only": sorted(only),
         "baselines": sorted(baselines),
-        "fast_path": fast_path_enabled(),
-        "native_send": native_send_enabled() and native_built(),
-        "fast_receive": fast_receive_enabled(),
+        **media_paths(),
+        "native_send": media_paths()["native_send"] and native_built(),
         "phases_without_media": broken,
     }
     sfu = phases.get("fanout_sfu")

@@ -78,7 +78,6 @@ from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket, is_rtcp, wrap_rtx
-from pylibsrtp import Session as SrtpSession
 
 _JB_ATTR = "_RTCRtpReceiver__jitter_buffer"
 logger = logging.getLogger(__name__)
@@ -912,7 +911,7 @@ def srtp_session(protect: Callable[[bytes], bytes]) -> Any | None:
     """The pylibsrtp ``Session`` whose ``protect`` :meth:`SenderWire.link` returned (None for
     anything else: test doubles)."""
     session = getattr(protect, "__self__", None)
-    return session if isinstance(session, SrtpSession) else None
+    return session if isinstance(session, pylibsrtp.Session) else None
 
 
 def srtp_context(session: Any) -> Any:

@@ -1,5 +1,4 @@
-"""Congestion feedback to publishers: transport-cc, or one REMB per connection as a fallback
-(and, with ``media.fast_receive``, their RTP handled in the socket callback).
+"""Congestion feedback to publishers: transport-cc, or one REMB per connection as a fallback.
 
 The browser's encoder rate comes from its own estimator. With transport-cc (as Chromium offers
 it, and as LiveKit and mediasoup answer it) the server only reports when each packet of the
@@ -23,7 +22,6 @@ from .aiortc_patch import (
     kernel_arrival_times,
     new_remb_estimator,
     observe_transport_rtp,
-    receive_rtp_inline,
     rtcp_sender_ssrc,
     send_rtcp,
     share_remb_estimator,
@@ -38,10 +36,9 @@ FEEDBACK_INTERVAL_S = 0.05  # libwebrtc sends transport feedback every 50-100 ms
 class PublisherFeedback:
     """Bandwidth feedback for one publisher peer connection (the server only receives)."""
 
-    def __init__(self, pc: RTCPeerConnection, remb: bool = True, inline: bool = False) -> None:
+    def __init__(self, pc: RTCPeerConnection, remb: bool = True) -> None:
         self.pc = pc
         self.remb = remb
-        self.inline = inline  # receive_rtp_inline: RTP handled in the socket callback
         self.transport_cc = False
         self.recorder = TwccRecorder()
         self._media_ssrc = 0
@@ -63,8 +60,6 @@ class PublisherFeedback:
             share_remb_estimator(self.pc, self._estimator)
         else:
             share_remb_estimator(self.pc, None)
-        if self.inline:
-            receive_rtp_inline(self.pc)
 
     def after_gathering(self) -> None:
         """Once the ICE sockets exist: take arrival times from the kernel (transport-cc only)."""

@@ -132,17 +132,19 @@ class FrameHistory(dict[int, Any]):
             raise KeyError(key)
         return packet
 
-    def values(self) -> Any:  # type: ignore[override]
-        """Every packet held (newest kept per key), as packets: for padding probes."""
-        held = {k: v for k, v in super().items()}
+    def _keys(self) -> dict[int, None]:
+        keys = dict.fromkeys(super().keys())
         for first, payloads, *_ in self._frames:
             for i in range(len(payloads)):
-                key = (first + i) % _RTP_HISTORY_SIZE
-                held[key] = None
-        return [v if v is not None else self.get(k) for k, v in held.items()]
+                keys[(first + i) % _RTP_HISTORY_SIZE] = None
+        return keys
+
+    def values(self) -> Any:  # type: ignore[override]
+        """Every packet held (the newest per key), as packets."""
+        return [self.get(key) for key in self._keys()]
 
     def __len__(self) -> int:
-        return len(self.values())
+        return len(self._keys())
 
     def __bool__(self) -> bool:
         return bool(self._frames) or super().__len__() > 0
@@ -311,7 +313,7 @@ class FastSender:
             if link is None:
                 self.native = None  # not a pylibsrtp session or socket: stay in Python
                 return False
-        return link.usable()
+        return link.usable
 
     def _send_native(
         self,

@@ -23,7 +23,6 @@ from .frames import VP8_PICTURE_ID_AT
 logger = logging.getLogger(__name__)
 
 LIBRARY = Path(__file__).with_name("native") / "libtcfastsend.so"
-SOURCE = LIBRARY.with_name("fastsend.c")
 MTU = 1500  # the C side's largest packet before protection (TC_MTU)
 ABI_VERSION = 2
 
@@ -56,14 +55,22 @@ class Native:
         self.lib = lib
         self._srtp_ffi = srtp_ffi
         protect = srtp_ffi.addressof(srtp_lib, "srtp_protect")
-        if (
-            srtp_ffi.typeof(protect).cname
-            != "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
-        ):
-            raise NativeSendError(
-                f"unexpected srtp_protect signature {srtp_ffi.typeof(protect).cname}"
-            )
+        signature = srtp_ffi.typeof(protect).cname
+        if signature != "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)":
+            raise NativeSendError(f"unexpected srtp_protect signature {signature}")
         self.protect_fn = ffi.cast("void *", int(srtp_ffi.cast("uintptr_t", protect)))
+        #: the last frame's payloads joined, and their lengths: a frame goes to every
+        #: subscriber in turn, so this is made once per frame (the list is held: ``is`` is safe)
+        self._joined: tuple[list[bytes] | None, bytes, bytes] = (None, b"", b"")
+
+    def joined(self, payloads: list[bytes]) -> tuple[bytes, bytes]:
+        """``(payloads joined, their lengths as native uint16)``, for one frame at a time."""
+        last, data, lengths = self._joined
+        if last is not payloads:
+            data = b"".join(payloads)
+            lengths = _lengths(len(payloads)).pack(*map(len, payloads))
+            self._joined = (payloads, data, lengths)
+        return data, lengths
 
     def session_pointer(self, session: Any) -> Any:
         """The ``srtp_t`` of a pylibsrtp ``Session`` (kept alive by the caller's reference)."""
@@ -94,7 +101,18 @@ def load() -> Native | None:
 class Link:
     """One subscriber socket and destination as the C side takes them (rebuilt on change)."""
 
-    __slots__ = ("addr", "family", "fd", "ip", "port", "protect", "session", "srtp", "transport")
+    __slots__ = (
+        "addr",
+        "family",
+        "fd",
+        "ip",
+        "port",
+        "protect",
+        "session",
+        "srtp",
+        "transport",
+        "usable",
+    )
 
     def __init__(
         self,
@@ -115,6 +133,8 @@ class Link:
         self.family = socket.AF_INET6 if ":" in ip else socket.AF_INET
         self.ip = ip.encode()
         self.port = int(addr[1])
+        #: IPv4 or plain IPv6 (a scoped link-local address stays on asyncio's ``sendto``)
+        self.usable = b"%" not in self.ip and self.fd >= 0
 
     @classmethod
     def make(
@@ -128,10 +148,6 @@ class Link:
         if sock is None:
             return None
         return cls(native, transport, addr, session, protect)
-
-    def usable(self) -> bool:
-        """IPv4 or plain IPv6 (a scoped link-local address stays on asyncio's ``sendto``)."""
-        return b"%" not in self.ip and self.fd >= 0
 
 
 def send_frame(
@@ -148,8 +164,7 @@ def send_frame(
     ``header`` is (first byte, payload type, first sequence number, timestamp, SSRC);
     ``picture_id`` >= 0 is written as the VP8 descriptor's 15-bit id in every payload."""
     first, pt, seq, ts, ssrc = header
-    count = len(payloads)
-    lengths = _lengths(count).pack(*map(len, payloads))
+    data, lengths = native.joined(payloads)
     rc = native.lib.tc_send_frame(
         link.fd,
         link.family,
@@ -164,9 +179,9 @@ def send_frame(
         ssrc,
         ext,
         len(ext),
-        b"".join(payloads),
+        data,
         lengths,
-        count,
+        len(payloads),
         picture_id,
         VP8_PICTURE_ID_AT,
         out,

@@ -25,7 +25,13 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver, RTCSessio
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from .aiortc_patch import negotiated_codec, offer_direction, release_sender, sender_packer
+from .aiortc_patch import (
+    negotiated_codec,
+    offer_direction,
+    receive_rtp_inline,
+    release_sender,
+    sender_packer,
+)
 from .bandwidth import LayerChooser
 from .congestion import PublisherFeedback
 from .forwarder import ForwardedTrack, Publication, Subscription
@@ -175,9 +181,7 @@ class PeerSession:
             if self.pub_pc is None:
                 self.pub_pc = self.ice.new_peer_connection()
                 self._watch(self.pub_pc, "publisher")
-                self.pub_feedback = PublisherFeedback(
-                    self.pub_pc, remb=settings.publisher_remb, inline=settings.fast_receive
-                )
+                self.pub_feedback = PublisherFeedback(self.pub_pc, remb=settings.publisher_remb)
             pc = self.pub_pc
             if pc.signalingState != "stable":
                 raise MediaError("negotiation_in_progress", "publisher PC is not stable")
@@ -188,6 +192,8 @@ class PeerSession:
             new_pubs, gone = self._collect_publications(pc, declared)
             if self.pub_feedback is not None:
                 self.pub_feedback.on_offer(msg.sdp)
+            if settings.fast_receive:
+                receive_rtp_inline(pc)  # the transceivers of this offer exist now
             try:
                 answer = await pc.createAnswer()
                 self.ice.before_gathering(pc)

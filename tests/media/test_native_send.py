@@ -90,6 +90,15 @@ async def udp() -> AsyncIterator[tuple[Any, socket.socket]]:
 _DATA = os.urandom(40_000)
 
 
+@pytest.fixture
+def native_sender(
+    udp: tuple[Any, socket.socket],
+) -> tuple[FastSender, Any, socket.socket]:
+    """(a fast sender on the compiled send, its datagram transport, the receiving socket)."""
+    transport, rx = udp
+    return FastSender(_Wire(transport, rx.getsockname()), _native()), transport, rx  # type: ignore[arg-type]
+
+
 def _frames() -> list[EncodedFrame]:
     rng = _DATA
     return [
@@ -145,11 +154,9 @@ async def test_native_datagrams_equal_the_python_fast_path(
 
 
 async def test_a_backlog_in_asyncio_keeps_order_by_staying_in_python(
-    udp: tuple[Any, socket.socket],
+    native_sender: tuple[FastSender, Any, socket.socket],
 ) -> None:
-    transport, rx = udp
-    wire = _Wire(transport, rx.getsockname())
-    fast = FastSender(wire, _native())  # type: ignore[arg-type]
+    fast, transport, rx = native_sender
     real = transport.get_write_buffer_size
     transport.get_write_buffer_size = lambda: 1  # datagrams asyncio still holds go first
     try:
@@ -166,11 +173,9 @@ async def test_a_backlog_in_asyncio_keeps_order_by_staying_in_python(
 
 
 async def test_a_closed_transport_is_never_written_by_descriptor_number(
-    udp: tuple[Any, socket.socket],
+    native_sender: tuple[FastSender, Any, socket.socket],
 ) -> None:
-    transport, rx = udp
-    wire = _Wire(transport, rx.getsockname())
-    fast = FastSender(wire, _native())  # type: ignore[arg-type]
+    fast, transport, _rx = native_sender
     await fast.send_frame(_frames()[1], VP8)
     assert fast.native_frames == 1
     transport.close()  # its fd number may be reused by the next socket opened
