@@ -14,12 +14,15 @@ The last line printed is one JSON object (microseconds per packet, and the load 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import socket
 import struct
 import time
 from pathlib import Path
+
+_SSRCS = itertools.count(0x1234)
 
 
 def per_packet_us(fn, n: int) -> float:  # type: ignore[no-untyped-def]
@@ -200,6 +203,9 @@ def fast_sender_frame_us(
         def get_extra_info(self, name: str) -> object:
             return tx if name == "socket" else None
 
+        def is_closing(self) -> bool:
+            return False
+
     class Wire:  # aiortc_patch.SenderWire without a peer connection
         enabled = True
 
@@ -218,9 +224,8 @@ def fast_sender_frame_us(
             pass
 
     sock = Socket()
-    # one SRTP stream per sender and run (the session's replay check)
-    base = 0x1234 + size * 64 + (native is not None) * 32
-    fans = [FastSender(Wire(base + k), native) for k in range(subscribers)]  # type: ignore[arg-type]
+    # one SRTP stream per sender, never reused across runs (the session's replay check)
+    fans = [FastSender(Wire(next(_SSRCS)), native) for _ in range(subscribers)]  # type: ignore[arg-type]
     for fast in fans:
         fast.codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
     data = os.urandom(size)  # 3000: 3 packets
