@@ -21,7 +21,7 @@ from typing import Any
 
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtp import RtpPacket
-from aiortc.utils import uint16_add, uint16_gt
+from aiortc.utils import uint16_gt
 
 from .aiortc_patch import depayloaded, h264_nal_units, h264_packetize, vp8_packetize
 
@@ -111,6 +111,9 @@ class VideoAssembler:
         self._on_loss = on_loss
         self._pending: dict[int, RtpPacket] = {}
         self._next: int | None = None  # first sequence number of the next frame
+        #: where the scan of the frame at ``_next`` stopped (its first missing packet): each
+        #: packet is looked at once, not once per later packet of its frame
+        self._scan: int | None = None
         self._gap_since: float | None = None
         self._ts = _TimestampUnwrapper()
         self.media_ssrc: int | None = None
@@ -169,6 +172,7 @@ class VideoAssembler:
 
     def _resync(self, seq: int) -> None:
         self._next = seq
+        self._scan = None
         for s in list(self._pending):
             if uint16_gt(seq, s):
                 del self._pending[s]
@@ -188,6 +192,7 @@ class VideoAssembler:
         assert stuck is not None
         self.losses += 1
         self._next = None
+        self._scan = None
         self._gap_since = None
         self._on_loss()
         after = [s for s in self._pending if s != stuck]
@@ -199,23 +204,26 @@ class VideoAssembler:
 
     def _release(self) -> None:
         pending = self._pending
-        while self._next is not None and self._next in pending:
-            seq = self._next
-            ts = pending[seq].timestamp
-            run: list[int] = []
-            complete = False
-            while seq in pending and pending[seq].timestamp == ts:
-                run.append(seq)
-                if pending[seq].marker:
-                    complete = True
+        while (start := self._next) is not None and start in pending:
+            ts = pending[start].timestamp
+            seq = start if self._scan is None else self._scan
+            end: int | None = None
+            while (packet := pending.get(seq)) is not None and packet.timestamp == ts:
+                if packet.marker:
+                    end = seq
                     break
-                seq = uint16_add(seq, 1)
-            if not complete and seq in pending:
-                complete = True  # next frame started without a marker: frame ended before it
-            if not complete:
+                seq = (seq + 1) & 0xFFFF
+            else:
+                if packet is not None:  # next frame started without a marker: ended before it
+                    end = (seq - 1) & 0xFFFF
+            if end is None:
+                self._scan = seq  # the first packet missing: the next scan starts there
                 return
-            packets = [pending.pop(s) for s in run]
-            self._next = uint16_add(run[-1], 1)
+            packets = [
+                pending.pop((start + i) & 0xFFFF) for i in range(((end - start) & 0xFFFF) + 1)
+            ]
+            self._next = (end + 1) & 0xFFFF
+            self._scan = None
             self._gap_since = None
             self._emit(packets)
 

@@ -82,3 +82,30 @@ async def test_answer_without_transport_cc_in_the_offer_is_unchanged() -> None:
     finally:
         await client.close()
         await server.close()
+
+
+def test_remb_goes_out_at_most_every_200_ms_unless_the_estimate_halves() -> None:
+    """aiortc's estimator returns an estimate per packet while it sees overuse: the throttle
+    (libwebrtc's RembThrottler) lets one through per 200 ms, or at once when it halves."""
+    from media.congestion import ThrottledRemb
+
+    class Overusing:  # aiortc's estimator while it detects overuse: an estimate per packet
+        bitrate = 1_000_000
+
+        def add(self, **packet: int) -> tuple[int, list[int]]:
+            return self.bitrate, [packet["ssrc"]]
+
+    estimator = Overusing()
+    remb = ThrottledRemb(estimator)
+    sent = [
+        t
+        for t in range(0, 1000, 5)  # a packet every 5 ms for a second
+        if remb.add(arrival_time_ms=t, abs_send_time=0, payload_size=1200, ssrc=1)
+    ]
+    assert sent == [0, 200, 400, 600, 800]
+    assert (remb.sent, remb.suppressed) == (5, 195)
+    estimator.bitrate = 400_000  # less than half of the last one sent: at once
+    assert remb.add(arrival_time_ms=1001, abs_send_time=0, payload_size=1200, ssrc=1) == (
+        400_000,
+        [1],
+    )
