@@ -621,16 +621,17 @@ def native_built() -> bool:
 
 #: the server's media paths, each on unless its variable is 0: SFU_BENCH_FAST_PATH=0 runs
 #: aiortc's own send path, SFU_BENCH_NATIVE=0 the fast path in Python, SFU_BENCH_FAST_RECEIVE=0
-#: receives through aiortc's queue
+#: receives through aiortc's queue, SFU_BENCH_GSO=0 sends without UDP segmentation
 MEDIA_PATH_ENV = {
     "fast_path": "SFU_BENCH_FAST_PATH",
     "native_send": "SFU_BENCH_NATIVE",
     "fast_receive": "SFU_BENCH_FAST_RECEIVE",
+    "udp_gso": "SFU_BENCH_GSO",
 }
 
 
 def media_paths() -> dict[str, bool]:
-    """``media.fast_path``, ``native_send`` and ``fast_receive`` for the server."""
+    """``media.fast_path``, ``native_send``, ``fast_receive`` and ``udp_gso`` for the server."""
     return {key: os.environ.get(var, "1") == "1" for key, var in MEDIA_PATH_ENV.items()}
 
 

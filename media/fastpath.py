@@ -190,12 +190,15 @@ class FastSender:
     """The fast path of one forwarding sender (lives as long as the sender: m-line reuse keeps
     its sequence numbers and timestamp origin)."""
 
-    def __init__(self, wire: SenderWire, native: native_send.Native | None = None) -> None:
+    def __init__(
+        self, wire: SenderWire, native: native_send.Native | None = None, gso: bool = True
+    ) -> None:
         self.wire = wire
         #: the compiled send (native_send.py), None: every packet is written here in Python
         self.native = native
         self._link: native_send.Link | None = None
-        self._out = native.ffi.new("int[3]") if native is not None else None
+        self._out = native.ffi.new("int[4]") if native is not None else None
+        self.gso = gso  # the compiled send segments runs of packets (settings.udp_gso)
         self.native_frames = 0  # frames sent by the compiled send
         self.sequence = int.from_bytes(os.urandom(2), "big") % 32768  # as aiortc: no early wrap
         self.timestamp_origin = int.from_bytes(os.urandom(4), "big")
@@ -308,7 +311,12 @@ class FastSender:
             or link.protect != self._protect  # (a bound method: equal while the session is)
         ):
             link = self._link = native_send.Link.make(
-                native, transport, self._addr, srtp_session(self._protect), self._protect
+                native,
+                transport,
+                self._addr,
+                srtp_session(self._protect),
+                self._protect,
+                self.gso and (link is None or link.gso),  # a refusal holds for the sender
             )
             if link is None:
                 self.native = None  # not a pylibsrtp session or socket: stay in Python
@@ -382,14 +390,15 @@ def direct_sender(sender: Any) -> Callable[[Any], bool]:
     return drain
 
 
-def attach(sender: Any, native: bool = True) -> FastSender:
+def attach(sender: Any, native: bool = True, gso: bool = True) -> FastSender:
     """Put ``sender`` (a forwarding sender holding a FramePacker) on the fast path; with
-    ``native``, through the compiled send when it is built (:func:`media.native_send.load`)."""
+    ``native``, through the compiled send when it is built (:func:`media.native_send.load`),
+    with ``gso`` segmenting runs of packets in the kernel."""
     lib = native_send.load() if native else None
 
     def make(wire: SenderWire) -> FastSender:
         wire.use_history(FrameHistory())
-        return FastSender(wire, lib)
+        return FastSender(wire, lib, gso)
 
     fast: FastSender = install_fast_sender(sender, make)
     return fast

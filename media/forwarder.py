@@ -363,7 +363,9 @@ class Subscription:
 
     def _attach_fast_path(self) -> None:
         if self._settings.fast_path and self.sender is not None:
-            fastpath.attach(self.sender, native=self._settings.native_send)
+            fastpath.attach(
+                self.sender, native=self._settings.native_send, gso=self._settings.udp_gso
+            )
             self._direct = fastpath.direct_sender(self.sender)
 
     def adopt(

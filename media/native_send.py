@@ -3,8 +3,9 @@
 One call per frame and subscriber writes the frame's RTP headers, protects every packet with
 the sender's own libsrtp session (pylibsrtp's ``srtp_protect`` and session pointer, passed to
 C, so SRTP state stays the one aiortc's retransmissions and RTCP use) and sends them with one
-``sendmmsg``. cffi's ABI mode loads the shared library ``scripts/setup-venv.sh`` builds with the
-system C compiler (no Python headers); when it is absent, or ``media.native_send`` is false,
+``sendmmsg``, each run of equal-sized packets as one UDP GSO message (``Link.gso``). cffi's
+ABI mode loads the shared library ``scripts/setup-venv.sh`` builds with the system C compiler
+(no Python headers); when it is absent, or ``media.native_send`` is false,
 :class:`~media.fastpath.FastSender` does the same work in Python (the tested fallback).
 """
 
@@ -24,14 +25,14 @@ logger = logging.getLogger(__name__)
 
 LIBRARY = Path(__file__).with_name("native") / "libtcfastsend.so"
 MTU = 1500  # the C side's largest packet before protection (TC_MTU)
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 _CDEF = """
 int tc_abi_version(void);
 int tc_send_frame(int fd, int family, const char *host, int port, void *protect_fn,
                   void *srtp, int first, int pt, int seq, uint32_t ts, uint32_t ssrc,
                   const char *ext, int ext_len, const char *payloads, const char *lengths,
-                  int count, int picture_id, int picture_id_at, int *out);
+                  int count, int picture_id, int picture_id_at, int gso, int *out);
 """
 
 
@@ -105,6 +106,7 @@ class Link:
         "addr",
         "family",
         "fd",
+        "gso",
         "ip",
         "port",
         "protect",
@@ -121,6 +123,7 @@ class Link:
         addr: tuple[Any, ...],
         session: Any,
         protect: Any = None,
+        gso: bool = True,
     ) -> None:
         self.transport = transport
         self.protect = protect  # the session's bound protect: how the fast path tells a change
@@ -135,10 +138,18 @@ class Link:
         self.port = int(addr[1])
         #: IPv4 or plain IPv6 (a scoped link-local address stays on asyncio's ``sendto``)
         self.usable = b"%" not in self.ip and self.fd >= 0
+        #: runs of equal-sized packets as one segmented message (UDP GSO) until refused
+        self.gso = gso
 
     @classmethod
     def make(
-        cls, native: Native, transport: Any, addr: Any, session: Any, protect: Any = None
+        cls,
+        native: Native,
+        transport: Any,
+        addr: Any,
+        session: Any,
+        protect: Any = None,
+        gso: bool = True,
     ) -> Link | None:
         """The link, or None without a pylibsrtp ``Session`` (:func:`~media.aiortc_patch.
         srtp_session`) or when the transport has no socket (test doubles, other transports)."""
@@ -147,7 +158,7 @@ class Link:
         sock = transport.get_extra_info("socket")
         if sock is None:
             return None
-        return cls(native, transport, addr, session, protect)
+        return cls(native, transport, addr, session, protect, gso)
 
 
 def send_frame(
@@ -184,8 +195,20 @@ def send_frame(
         len(payloads),
         picture_id,
         VP8_PICTURE_ID_AT,
+        link.gso,
         out,
     )
+    if out[3]:
+        link.gso = False
+        _gso_refused(link)
     if rc != 0:
         raise NativeSendError(f"tc_send_frame returned {rc}")
     return out[0], out[1], out[2]
+
+
+def _gso_refused(link: Link) -> None:
+    logger.info(
+        "media: the kernel refused UDP segmentation towards a subscriber: packet by packet "
+        "on that link (family %d)",
+        link.family,
+    )

@@ -61,6 +61,11 @@ class MediaSettings(BaseModel):
     # (media/native, one sendmmsg per frame and subscriber) when scripts/setup-venv.sh built it;
     # false, or not built: the same work in Python (native_send.py).
     native_send: bool = True
+    # The compiled send hands each run of equal-sized packets (a video frame's, but the last)
+    # to the kernel as one message cut into datagrams at the end (Linux UDP GSO, UDP_SEGMENT):
+    # about a third of the kernel's cost per packet. A path that refuses it is sent packet by
+    # packet from then on; false: never ask.
+    udp_gso: bool = True
     # Publishers' RTP packets are handled in the socket callback (aiortc_patch.receive_rtp_inline)
     # instead of through aioice's queue and the DTLS transport's task; false: aiortc's path.
     fast_receive: bool = True

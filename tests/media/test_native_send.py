@@ -22,6 +22,7 @@ from media.aiortc_patch import srtp_session
 from media.fastpath import FastSender, FrameHistory
 from media.frames import EncodedFrame, FramePacker
 
+_SO_NO_CHECK = 11  # Linux: no UDP checksums on this socket (so no segmentation offload)
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
 KEY = bytes(range(30))  # AES128_CM_SHA1_80: 16-byte key + 14-byte salt
 
@@ -114,13 +115,17 @@ async def _send_all(fast: FastSender, rx: socket.socket) -> list[bytes]:
     return [rx.recv(2048) for _ in range(fast.packets)]
 
 
+@pytest.mark.parametrize("gso", [True, False], ids=["gso", "no-gso"])
 async def test_native_datagrams_equal_the_python_fast_path(
-    udp: tuple[Any, socket.socket],
+    udp: tuple[Any, socket.socket], gso: bool
 ) -> None:
+    """With UDP segmentation the kernel cuts each run of packets into the very datagrams the
+    Python path sends one by one (what the subscriber receives is all that counts)."""
     transport, rx = udp
     addr = rx.getsockname()
     python_wire, native_wire = _Wire(transport, addr), _Wire(transport, addr)
-    python, native = FastSender(python_wire), FastSender(native_wire, _native())  # type: ignore[arg-type]
+    python = FastSender(python_wire)  # type: ignore[arg-type]
+    native = FastSender(native_wire, _native(), gso=gso)  # type: ignore[arg-type]
     for fast in (python, native):  # same starting points, so the same bytes are expected
         fast.sequence, fast.timestamp_origin = 65530, 0xFFFFFF00  # both wrap
     python_wire.packer._picture_id = native_wire.packer._picture_id = 100
@@ -151,6 +156,26 @@ async def test_native_datagrams_equal_the_python_fast_path(
     assert [a[:2] for a in native_wire.accounted] == [a[:2] for a in python_wire.accounted]
     assert sum(a[2] for a in native_wire.accounted) == sum(map(len, by_native))
     assert native.dropped == 0 and native.sequence == python.sequence
+    assert native._link is not None and native._link.gso is gso
+
+
+async def test_a_path_that_refuses_segmentation_is_sent_packet_by_packet(
+    native_sender: tuple[FastSender, Any, socket.socket], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Linux refuses UDP_SEGMENT on a socket without UDP checksums (as on a path without
+    checksum offload): the frame still arrives whole and in order, and that link stops asking."""
+    fast, transport, rx = native_sender
+    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, _SO_NO_CHECK, 1)
+    caplog.set_level("INFO", logger="media.native_send")
+    for frame in _frames():
+        await fast.send_frame(frame, VP8)
+    assert fast.native_frames == 3 and fast.dropped == 0
+    assert fast._link is not None and not fast._link.gso
+    assert "refused UDP segmentation" in caplog.text
+    got = [rx.recv(2048) for _ in range(fast.packets)]
+    inbound = _session("in")
+    seqs = [RtpPacket.parse(inbound.unprotect(d)).sequence_number for d in got]
+    assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(len(seqs))] and len(seqs) > 30
 
 
 async def test_a_backlog_in_asyncio_keeps_order_by_staying_in_python(
