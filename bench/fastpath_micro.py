@@ -216,6 +216,8 @@ def fast_sender_frame_us(
             self.ssrc = ssrc
             self.history = FrameHistory()
 
+        mid = "0"
+
         def header_extensions(self) -> tuple[object, str]:
             return ext_map, "0"
 

@@ -43,12 +43,10 @@ their stock behaviour):
    (SRTP session, selected pair, header-extension map and mid, RTX history, SR counts);
    :func:`srtp_session` and :func:`srtp_context` hand the compiled send (native_send.py)
    pylibsrtp's session pointer.
-9. The receive fast path (``media.fast_receive``): :func:`receive_rtp_inline` handles a
-   publisher's SRTP packets in the socket callback instead of through aioice's queue and the
-   DTLS transport's task, running the receiver's own handler eagerly (:func:`run_eagerly`).
+9. The receive fast path (``media.fast_receive``) is in aiortc_receive.py.
 
-No other module of this package touches a private attribute of an aiortc or aioice object
-(tests/media/test_aiortc_internals.py checks it).
+No other module of this package but aiortc_receive.py touches a private attribute of an aiortc
+or aioice object (tests/media/test_aiortc_internals.py checks it).
 
 Each hook checks that the attribute it replaces exists, so an aiortc upgrade that renames
 them fails loudly at the first publish instead of silently transcoding.
@@ -62,7 +60,6 @@ import logging
 import socket
 import struct
 import time
-import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -77,7 +74,7 @@ from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RtpPacket, is_rtcp, wrap_rtx
+from aiortc.rtp import wrap_rtx
 
 _JB_ATTR = "_RTCRtpReceiver__jitter_buffer"
 logger = logging.getLogger(__name__)
@@ -655,141 +652,6 @@ def observe_transport_rtp(pc: RTCPeerConnection, observer: Callable[[Any, int], 
         router._sfu_observed = True
 
 
-_DTLS_RX = ("_RTCDtlsTransport__rx_bytes", "_RTCDtlsTransport__rx_packets")
-_NTP_EPOCH_MS = 2_208_988_800_000  # aiortc's clock.current_ms() counts from 1900
-
-
-def receive_rtp_inline(pc: RTCPeerConnection) -> int:
-    """Handle ``pc``'s incoming SRTP packets as their datagrams arrive, not through aioice's
-    queue and the DTLS transport's task.
-
-    aiortc hands every datagram from the socket callback to an ``asyncio.Queue``; the DTLS
-    transport's task then wakes for it and goes through four coroutines before the packet
-    reaches its receiver. For an RTP packet (not RTCP, DTLS or STUN) that arrives while that
-    queue is empty (order kept) on a connected transport, this does the same work right in the
-    callback: counts, SRTP unprotect, parse, route, and the receiver's ``_handle_rtp_packet``,
-    run eagerly (:func:`run_eagerly`: to its end unless it really waits, then in a task).
-    Arrival time: the kernel's when :func:`kernel_arrival_times` is on. Everything else takes
-    aiortc's path. Call once the transceivers exist, before or after
-    :func:`observe_transport_rtp`; idempotent. Returns how many connections were switched.
-    """
-    switched = 0
-    for transceiver in pc.getTransceivers():
-        dtls = transceiver.receiver.transport
-        for attr in ("_rx_srtp", "_state", "_rtp_router", "_rtp_header_extensions_map"):
-            _require(dtls, attr)
-        for attr in _DTLS_RX:
-            _require(dtls, attr)
-        _require(dtls.transport, "_connection")
-        connection = dtls.transport._connection
-        _require(connection, "_queue")
-        if getattr(connection, "_sfu_inline", False):
-            continue
-        connection._sfu_queue_path = connection.data_received
-        connection._sfu_inline = True
-        connection._sfu_inline_packets = 0
-        queue = connection._queue
-        state = dtls.__dict__
-
-        def data_received(
-            data: bytes,
-            component: int,
-            _c: Any = connection,
-            _d: Any = dtls,
-            _q: Any = queue,
-            _s: dict[str, Any] = state,
-        ) -> None:
-            srtp = _d._rx_srtp
-            if (
-                srtp is None
-                or len(data) < 12
-                or not 127 < data[0] < 192
-                or is_rtcp(data)
-                or not _q.empty()
-                or _d._state is not _DTLS_CONNECTED
-            ):
-                _c._sfu_queue_path(data, component)
-                return
-            _c._sfu_inline_packets += 1
-            clock: ArrivalClock | None = getattr(_c, "_sfu_clock", None)
-            if clock is not None and clock.kernel_us is not None:
-                arrival_us, clock.kernel_us = clock.kernel_us, None
-            else:
-                arrival_us = time.time_ns() // 1000
-            _s[_DTLS_RX[0]] += len(data)
-            _s[_DTLS_RX[1]] += 1
-            try:
-                plain = srtp.unprotect(data)
-                packet = RtpPacket.parse(plain, _d._rtp_header_extensions_map)
-            except (pylibsrtp.Error, ValueError):
-                return  # aiortc drops these too (logged at debug there)
-            if clock is not None:
-                clock.current_us = arrival_us  # what observe_transport_rtp's observer reads
-            try:
-                receiver = _d._rtp_router.route_rtp(packet)
-                if receiver is not None:
-                    arrival_ms = arrival_us // 1000 + _NTP_EPOCH_MS
-                    run_eagerly(receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_ms))
-            except ConnectionError:  # RTCP on a transport going away: its task ends it
-                logger.debug("media: inline RTP receive on a closing transport", exc_info=True)
-            except Exception:  # never into the socket callback
-                logger.exception("media: inline RTP receive failed")
-
-        connection.data_received = data_received  # type: ignore[method-assign]
-        switched += 1
-    return switched
-
-
-def inline_received(pc: RTCPeerConnection) -> int:
-    """RTP packets :func:`receive_rtp_inline` handled on ``pc`` so far."""
-    seen: set[int] = set()
-    total = 0
-    for transceiver in pc.getTransceivers():
-        connection = transceiver.receiver.transport.transport._connection
-        if id(connection) not in seen:
-            seen.add(id(connection))
-            total += getattr(connection, "_sfu_inline_packets", 0)
-    return total
-
-
-_eager_tasks: set[asyncio.Task[Any]] = set()
-
-
-@types.coroutine
-def _resume(coro: Any, waiting_on: Any) -> Any:
-    """Go on with a coroutine :func:`run_eagerly` started, from where it waits."""
-    while True:
-        try:
-            sent = yield waiting_on
-        except BaseException as exc:  # thrown in by the task (cancel): pass it on
-            try:
-                waiting_on = coro.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                waiting_on = coro.send(sent)
-            except StopIteration:
-                return
-
-
-def run_eagerly(coro: Any) -> None:
-    """Run ``coro`` now, to its end unless it really waits; the rest then runs in a task.
-
-    aiortc's per-packet handlers are coroutines only because they may send RTCP, which on a
-    UDP pair never waits: run this way they cost a call, not a task. (Python 3.12's eager task
-    factory does the same for every task.) Exceptions propagate when raised before the first
-    wait and are logged by asyncio after it.
-    """
-    try:
-        waiting_on = coro.send(None)
-    except StopIteration:
-        return
-    task = asyncio.ensure_future(_resume(coro, waiting_on))
-    _eager_tasks.add(task)
-    task.add_done_callback(_eager_tasks.discard)
-
-
 def rtcp_sender_ssrc(receiver: RTCRtpReceiver) -> int | None:
     """The SSRC a receiver writes as the sender of its RTCP (None before it started)."""
     return getattr(receiver, "_RTCRtpReceiver__rtcp_ssrc", None)
@@ -842,6 +704,8 @@ class SenderWire:
         self.sender = sender
         #: aiortc's RTX history (sequence number % 128 -> packet), read by ``_retransmit``
         self.history: dict[int, Any] = getattr(sender, _HISTORY_ATTR)
+        #: the last link: ((srtp session, pair, datagram transport), what link() returned)
+        self._link: tuple[tuple[Any, Any, Any], Any] | None = None
 
     def use_history(self, history: dict[int, Any]) -> None:
         """Put ``history`` (a dict subclass: fastpath.FrameHistory) in place of aiortc's RTX
@@ -861,6 +725,11 @@ class SenderWire:
     @property
     def enabled(self) -> bool:
         return bool(self.sender._enabled)
+
+    @property
+    def mid(self) -> str | None:
+        """The sender's mid (set by ``send()``; the header-extension block carries it)."""
+        return getattr(self.sender, _MID_ATTR)  # type: ignore[no-any-return]
 
     def header_extensions(self) -> tuple[Any, str | None]:
         """The sender's negotiated header-extension map and its mid (set by ``send()``)."""
@@ -882,9 +751,17 @@ class SenderWire:
             raise ConnectionError("Cannot send data, not connected")
         protocol = pair.protocol
         transport = getattr(protocol, "transport", None)
+        last = self._link
+        if last is not None:  # the same objects: the same answer (and the same bound method)
+            key = last[0]
+            if key[0] is srtp and key[1] is pair and key[2] is transport:
+                return last[1]  # type: ignore[no-any-return]
         if type(protocol) is not StunProtocol or transport is None:
-            return srtp.protect, None, None
-        return srtp.protect, transport, pair.remote_addr
+            link = (srtp.protect, None, None)
+        else:
+            link = (srtp.protect, transport, pair.remote_addr)
+        self._link = ((srtp, pair, transport), link)
+        return link
 
     async def send_via_ice(self, datagram: bytes) -> None:
         """Send an already protected datagram through aioice (TURN relays and other oddities)."""

@@ -33,7 +33,7 @@ from aiortc.rtp import HeaderExtensions, RtpPacket
 
 from . import native_send
 from .aiortc_patch import SenderWire, fast_sender, install_fast_sender, srtp_session
-from .frames import with_picture_id
+from .frames import EncodedFrame, with_picture_id
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +96,10 @@ class FrameHistory(dict[int, Any]):
         pt: int,
         ts: int,
         ssrc: int,
-        extensions: HeaderExtensions,
+        extensions: HeaderExtensions | tuple[str | None, int],
     ) -> None:
+        """Hold a frame sent from ``first_seq`` on; ``extensions`` are its header extensions,
+        or ``(mid, abs-send-time)`` to make them from when a packet is asked for."""
         frames = self._frames
         frames.append((first_seq, payloads, picture_id, pt, ts, ssrc, extensions))
         self._held += len(payloads)
@@ -113,6 +115,10 @@ class FrameHistory(dict[int, Any]):
                     payload = with_picture_id([payload], picture_id)[0]
                 marker = 1 if i == len(payloads) - 1 else 0
                 seq = (first + i) & 0xFFFF
+                if type(extensions) is tuple:  # (mid, abs-send-time), as the fast path keeps it
+                    values = HeaderExtensions()
+                    values.mid, values.abs_send_time = extensions
+                    extensions = values
                 return SentPacket(pt, marker, seq, ts, ssrc, payload, extensions)
         return super().get(key, default)
 
@@ -197,6 +203,7 @@ class FastSender:
         #: the compiled send (native_send.py), None: every packet is written here in Python
         self.native = native
         self._link: native_send.Link | None = None
+        self._joined: tuple[bytes, bytes, int, int] = (b"", b"", 0, 0)  # the frame in hand
         self._out = native.ffi.new("int[4]") if native is not None else None
         self.gso = gso  # the compiled send segments runs of packets (settings.udp_gso)
         self.native_frames = 0  # frames sent by the compiled send
@@ -257,26 +264,26 @@ class FastSender:
         if not payloads:
             return
         template = self.template
-        if template is None or template.mid != wire.header_extensions()[1]:
+        mid = wire.mid
+        if template is None or template.mid != mid:
             template = self.template = ExtensionTemplate(*wire.header_extensions())
         ntp = ntp_now()
         abs_send_time = (ntp >> 14) & 0xFFFFFF
         ext = template.build(abs_send_time)
-        extensions = HeaderExtensions()
-        extensions.mid = template.mid
-        extensions.abs_send_time = abs_send_time
         first = 0x90 if ext else 0x80
         pt = codec.payloadType
         ts = (self.timestamp_origin + timestamp) & 0xFFFFFFFF
         ssrc = wire.ssrc
         seq = self.sequence
         count = len(payloads)
-        octets = sum(map(len, payloads))
-        bytes0 = self.bytes_out
-        wire.history.record(seq, payloads, picture_id, pt, ts, ssrc, extensions)
-        if self._native_ready(ext, payloads):
-            self._send_native(first, pt, seq, ts, ssrc, ext, payloads, picture_id)
+        wire.history.record(seq, payloads, picture_id, pt, ts, ssrc, (mid, abs_send_time))
+        if self.native is not None and self._native_ready(ext, frame, payloads):
+            octets, sent_bytes = self._send_native(
+                first, pt, seq, ts, ssrc, ext, frame, payloads, picture_id
+            )
         else:
+            octets = sum(map(len, payloads))
+            bytes0 = self.bytes_out
             if picture_id is not None:
                 payloads = with_picture_id(payloads, picture_id)
             pack = _HEADER.pack
@@ -288,11 +295,12 @@ class FastSender:
                     + ext
                     + payload
                 )
+            sent_bytes = self.bytes_out - bytes0
         self.sequence = (seq + count) & 0xFFFF
         self.packets += count
-        wire.account(count, octets, self.bytes_out - bytes0, ts, ntp)
+        wire.account(count, octets, sent_bytes, ts, ntp)
 
-    def _native_ready(self, ext: bytes, payloads: list[bytes]) -> bool:
+    def _native_ready(self, ext: bytes, frame: Any, payloads: list[bytes]) -> bool:
         """True when this frame can go through the compiled send: an open plain UDP socket
         with nothing queued in asyncio (order), a pylibsrtp session, packets within the MTU.
         (A closed transport's file descriptor number may already belong to another socket.)"""
@@ -301,14 +309,19 @@ class FastSender:
             return False
         if transport.get_write_buffer_size() > 0 or transport.is_closing():
             return False
-        if 12 + len(ext) + max(map(len, payloads)) > native_send.MTU:
+        joined = frame.joined if type(frame) is EncodedFrame else None
+        if joined is None or frame.rtp is not payloads:
+            joined = native_send.joined(payloads)
+            if type(frame) is EncodedFrame and frame.rtp is payloads:
+                frame.joined = joined  # every other subscriber of the frame takes it as is
+        if 12 + len(ext) + joined[3] > native_send.MTU:
             return False
         link = self._link
         if (
             link is None
             or link.transport is not transport
+            or link.protect is not self._protect  # (SenderWire.link: the same while unchanged)
             or link.addr != self._addr
-            or link.protect != self._protect  # (a bound method: equal while the session is)
         ):
             link = self._link = native_send.Link.make(
                 native,
@@ -321,6 +334,7 @@ class FastSender:
             if link is None:
                 self.native = None  # not a pylibsrtp session or socket: stay in Python
                 return False
+        self._joined = joined
         return link.usable
 
     def _send_native(
@@ -331,10 +345,13 @@ class FastSender:
         ts: int,
         ssrc: int,
         ext: bytes,
+        frame: Any,
         payloads: list[bytes],
         picture_id: int | None,
-    ) -> None:
+    ) -> tuple[int, int]:
+        """``(payload octets, protected bytes sent)`` of the frame, sent by the compiled send."""
         assert self.native is not None and self._link is not None
+        joined = self._joined
         try:
             sent, sent_bytes, _errno = native_send.send_frame(
                 self.native,
@@ -342,7 +359,8 @@ class FastSender:
                 self._out,
                 (first, pt, seq, ts, ssrc),
                 ext,
-                payloads,
+                joined,
+                len(payloads),
                 -1 if picture_id is None else picture_id,
             )
         except native_send.NativeSendError:
@@ -352,6 +370,7 @@ class FastSender:
         self.native_frames += 1
         self.bytes_out += sent_bytes
         self.dropped += len(payloads) - sent  # in the RTX history: a NACK repairs them
+        return joined[2], sent_bytes
 
 
 _NTP_EPOCH_S = 2_208_988_800  # 1900-01-01 to 1970-01-01

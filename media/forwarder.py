@@ -307,6 +307,7 @@ class Subscription:
         self._on_change = on_change
         #: sends queued frames at once instead of waking the sender's task (fast path)
         self._direct: Callable[[ForwardedTrack], bool] | None = None
+        self._fast: fastpath.FastSender | None = None  # sends a frame nothing is queued before
         #: called once when the subscription closes (its subscriber's session sets it)
         self.on_closed: Callable[[Subscription], None] | None = None
         video = self.kind == "video"
@@ -363,7 +364,7 @@ class Subscription:
 
     def _attach_fast_path(self) -> None:
         if self._settings.fast_path and self.sender is not None:
-            fastpath.attach(
+            self._fast = fastpath.attach(
                 self.sender, native=self._settings.native_send, gso=self._settings.udp_gso
             )
             self._direct = fastpath.direct_sender(self.sender)
@@ -400,7 +401,30 @@ class Subscription:
         if self.paused:
             self.queue.skip_to_keyframe()
             return
-        self.queue.offer(frame)
+        queue = self.queue
+        fast = self._fast
+        if (
+            fast is not None
+            and not queue
+            and not queue.need_keyframe
+            and self.pulling
+            and self.track.subscription is self
+            and self.track.readyState == "live"
+            and fast.ready()
+        ):
+            # nothing queued and the gate open: what offer() + take() would do, without the
+            # queue (the fast path sends from here; see direct_sender for queued frames)
+            self.rebase(frame)
+            self.frames_forwarded += 1
+            self.bytes_forwarded += len(frame.data)
+            fast.direct_frames += 1
+            try:
+                fast.send_now(frame)
+            except Exception:  # never into the publisher's receive path
+                logger.exception("fast path: frame not sent")
+            self.latencies.append(time.monotonic() - frame.arrival)
+            return
+        queue.offer(frame)
 
     def _wake(self) -> None:
         # the track in use (adopt() may have swapped it); the fast path sends from here

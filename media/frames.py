@@ -47,6 +47,9 @@ class EncodedFrame:
     #: the frame's RTP payloads, packetized once for every subscriber (FramePacker.pack_shared);
     #: VP8 ones carry picture id 0, which each subscriber's packer patches (VP8_PICTURE_ID_AT)
     rtp: list[bytes] | None = None
+    #: what every subscriber's compiled send takes of ``rtp``, made by the first one:
+    #: (payloads joined, their lengths as native uint16, total bytes, the largest)
+    joined: tuple[bytes, bytes, int, int] | None = None
 
 
 def _h264_nal_types(data: bytes) -> list[int]:

@@ -41,6 +41,13 @@ def _lengths(count: int) -> struct.Struct:
     return struct.Struct(f"={count}H")
 
 
+def joined(payloads: list[bytes]) -> tuple[bytes, bytes, int, int]:
+    """What :func:`send_frame` takes of a frame's payloads: ``(joined, lengths as native
+    uint16, total bytes, the largest)``; made once per frame (``EncodedFrame.joined``)."""
+    lengths = list(map(len, payloads))
+    return b"".join(payloads), _lengths(len(lengths)).pack(*lengths), sum(lengths), max(lengths)
+
+
 class NativeSendError(RuntimeError):
     """The compiled send refused a frame (bad address, oversize packet, libsrtp error)."""
 
@@ -60,18 +67,6 @@ class Native:
         if signature != "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)":
             raise NativeSendError(f"unexpected srtp_protect signature {signature}")
         self.protect_fn = ffi.cast("void *", int(srtp_ffi.cast("uintptr_t", protect)))
-        #: the last frame's payloads joined, and their lengths: a frame goes to every
-        #: subscriber in turn, so this is made once per frame (the list is held: ``is`` is safe)
-        self._joined: tuple[list[bytes] | None, bytes, bytes] = (None, b"", b"")
-
-    def joined(self, payloads: list[bytes]) -> tuple[bytes, bytes]:
-        """``(payloads joined, their lengths as native uint16)``, for one frame at a time."""
-        last, data, lengths = self._joined
-        if last is not payloads:
-            data = b"".join(payloads)
-            lengths = _lengths(len(payloads)).pack(*map(len, payloads))
-            self._joined = (payloads, data, lengths)
-        return data, lengths
 
     def session_pointer(self, session: Any) -> Any:
         """The ``srtp_t`` of a pylibsrtp ``Session`` (kept alive by the caller's reference)."""
@@ -167,15 +162,16 @@ def send_frame(
     out: Any,
     header: tuple[int, int, int, int, int],
     ext: bytes,
-    payloads: list[bytes],
+    payloads: tuple[bytes, bytes, int, int],
+    count: int,
     picture_id: int = -1,
 ) -> tuple[int, int, int]:
     """Send one frame: ``(packets sent, protected bytes sent, errno that stopped it or 0)``.
 
     ``header`` is (first byte, payload type, first sequence number, timestamp, SSRC);
-    ``picture_id`` >= 0 is written as the VP8 descriptor's 15-bit id in every payload."""
+    ``payloads`` the frame's ``count`` payloads as :func:`joined` gives them; ``picture_id``
+    >= 0 is written as the VP8 descriptor's 15-bit id in every payload."""
     first, pt, seq, ts, ssrc = header
-    data, lengths = native.joined(payloads)
     rc = native.lib.tc_send_frame(
         link.fd,
         link.family,
@@ -190,9 +186,9 @@ def send_frame(
         ssrc,
         ext,
         len(ext),
-        data,
-        lengths,
-        len(payloads),
+        payloads[0],
+        payloads[1],
+        count,
         picture_id,
         VP8_PICTURE_ID_AT,
         link.gso,

@@ -28,10 +28,10 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 from .aiortc_patch import (
     negotiated_codec,
     offer_direction,
-    receive_rtp_inline,
     release_sender,
     sender_packer,
 )
+from .aiortc_receive import receive_rtp_inline, skip_stun_parsing
 from .bandwidth import LayerChooser
 from .congestion import PublisherFeedback
 from .forwarder import ForwardedTrack, Publication, Subscription
@@ -211,6 +211,8 @@ class PeerSession:
                 raise MediaError("bad_sdp", f"answer failed: {exc}") from exc
             if self.pub_feedback is not None:
                 self.pub_feedback.after_gathering()
+            if settings.fast_receive:
+                skip_stun_parsing(pc)  # the sockets exist now
             sdp = self.ice.outgoing_sdp(pc.localDescription.sdp)
             await self._flush_candidates("publisher", pc)
         for source in gone:

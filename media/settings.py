@@ -66,7 +66,7 @@ class MediaSettings(BaseModel):
     # about a third of the kernel's cost per packet. A path that refuses it is sent packet by
     # packet from then on; false: never ask.
     udp_gso: bool = True
-    # Publishers' RTP packets are handled in the socket callback (aiortc_patch.receive_rtp_inline)
+    # Publishers' RTP packets are handled in the socket callback (aiortc_receive.py)
     # instead of through aioice's queue and the DTLS transport's task; false: aiortc's path.
     fast_receive: bool = True
     # Automatic camera layer choice per subscriber from its REMB estimate and loss (explicit

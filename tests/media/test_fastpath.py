@@ -49,6 +49,8 @@ class _Wire:
         self.transport = _Transport(backlog)
         self.accounted: list[tuple[int, int, int, int, int]] = []
 
+    mid = "1"
+
     def header_extensions(self) -> tuple[Any, str | None]:
         return self.ext_map, "1"
 

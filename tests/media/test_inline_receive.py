@@ -1,4 +1,4 @@
-"""Publishers' RTP handled in the socket callback (aiortc_patch.receive_rtp_inline)."""
+"""Publishers' RTP handled in the socket callback (aiortc_receive.receive_rtp_inline)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from media.aiortc_patch import inline_received, run_eagerly
+from media.aiortc_receive import inline_received, run_eagerly
 
 from .conftest import Harness, camera_and_mic_flowing, wait_for
 

@@ -63,6 +63,8 @@ class _Wire:
         self.transport, self.addr = transport, addr
         self.accounted: list[tuple[int, ...]] = []
 
+    mid = "1"
+
     def header_extensions(self) -> tuple[Any, str | None]:
         return self.ext_map, "1"
 

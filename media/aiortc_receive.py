@@ -1,0 +1,308 @@
+"""aiortc's receive path for publishers, patched (``media.fast_receive``).
+
+1. :func:`receive_rtp_inline` handles a publisher's SRTP packets in the socket callback
+   instead of through aioice's queue and the DTLS transport's task.
+2. :func:`lean_rtp_handler` is aiortc's ``RTCRtpReceiver._handle_rtp_packet`` as a plain call
+   for a tapped receiver's media packets: the same steps on aiortc's own state (receiver
+   statistics, NACK generator, REMB estimator), no coroutine per packet; RTCP it must send
+   goes through aiortc's own coroutines, run eagerly (:func:`run_eagerly`).
+3. :func:`skip_stun_parsing` hands RTP and RTCP datagrams (first byte 128-191, RFC 7983)
+   straight to aioice's connection: aioice tries to parse every datagram as STUN first, and
+   pays for the exception.
+
+Like aiortc_patch.py, each hook checks that what it replaces exists (tests/media/
+test_aiortc_internals.py allows private attributes in these two modules only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import types
+from collections.abc import Callable
+from typing import Any
+
+import pylibsrtp
+from aiortc import RTCPeerConnection, RTCRtpReceiver, clock
+from aiortc.codecs import depayload, is_rtx
+from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, is_rtcp, pack_remb_fci
+
+from .aiortc_patch import _DTLS_CONNECTED, ArrivalClock, _require
+
+logger = logging.getLogger(__name__)
+
+_DTLS_RX = ("_RTCDtlsTransport__rx_bytes", "_RTCDtlsTransport__rx_packets")
+_NTP_EPOCH_MS = 2_208_988_800_000  # aiortc's clock.current_ms() counts from 1900
+
+
+def receive_rtp_inline(pc: RTCPeerConnection) -> int:
+    """Handle ``pc``'s incoming SRTP packets as their datagrams arrive, not through aioice's
+    queue and the DTLS transport's task.
+
+    aiortc hands every datagram from the socket callback to an ``asyncio.Queue``; the DTLS
+    transport's task then wakes for it and goes through four coroutines before the packet
+    reaches its receiver. For an RTP packet (not RTCP, DTLS or STUN) that arrives while that
+    queue is empty (order kept) on a connected transport, this does the same work right in the
+    callback: counts, SRTP unprotect, parse, route, and the receiver's ``_handle_rtp_packet``,
+    run eagerly (:func:`run_eagerly`: to its end unless it really waits, then in a task).
+    Arrival time: the kernel's when :func:`kernel_arrival_times` is on. Everything else takes
+    aiortc's path. Call once the transceivers exist, before or after
+    :func:`observe_transport_rtp`; idempotent. Returns how many connections were switched.
+    """
+    switched = 0
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        for attr in ("_rx_srtp", "_state", "_rtp_router", "_rtp_header_extensions_map"):
+            _require(dtls, attr)
+        for attr in _DTLS_RX:
+            _require(dtls, attr)
+        _require(dtls.transport, "_connection")
+        connection = dtls.transport._connection
+        _require(connection, "_queue")
+        if getattr(connection, "_sfu_inline", False):
+            continue
+        connection._sfu_queue_path = connection.data_received
+        connection._sfu_inline = True
+        connection._sfu_inline_packets = 0
+        queue = connection._queue
+        state = dtls.__dict__
+
+        def data_received(
+            data: bytes,
+            component: int,
+            _c: Any = connection,
+            _d: Any = dtls,
+            _q: Any = queue,
+            _s: dict[str, Any] = state,
+        ) -> None:
+            srtp = _d._rx_srtp
+            if (
+                srtp is None
+                or len(data) < 12
+                or not 127 < data[0] < 192
+                or is_rtcp(data)
+                or not _q.empty()
+                or _d._state is not _DTLS_CONNECTED
+            ):
+                _c._sfu_queue_path(data, component)
+                return
+            _c._sfu_inline_packets += 1
+            clock: ArrivalClock | None = getattr(_c, "_sfu_clock", None)
+            if clock is not None and clock.kernel_us is not None:
+                arrival_us, clock.kernel_us = clock.kernel_us, None
+            else:
+                arrival_us = time.time_ns() // 1000
+            _s[_DTLS_RX[0]] += len(data)
+            _s[_DTLS_RX[1]] += 1
+            try:
+                plain = srtp.unprotect(data)
+                packet = RtpPacket.parse(plain, _d._rtp_header_extensions_map)
+            except (pylibsrtp.Error, ValueError):
+                return  # aiortc drops these too (logged at debug there)
+            if clock is not None:
+                clock.current_us = arrival_us  # what observe_transport_rtp's observer reads
+            try:
+                receiver = _d._rtp_router.route_rtp(packet)
+                if receiver is not None:
+                    arrival_ms = arrival_us // 1000 + _NTP_EPOCH_MS
+                    handle = receiver.__dict__.get(_LEAN_ATTR)
+                    if handle is None:
+                        handle = lean_rtp_handler(receiver)
+                    handle(packet, arrival_ms)
+            except ConnectionError:  # RTCP on a transport going away: its task ends it
+                logger.debug("media: inline RTP receive on a closing transport", exc_info=True)
+            except Exception:  # never into the socket callback
+                logger.exception("media: inline RTP receive failed")
+
+        connection.data_received = data_received  # type: ignore[method-assign]
+        switched += 1
+    return switched
+
+
+def inline_received(pc: RTCPeerConnection) -> int:
+    """RTP packets :func:`receive_rtp_inline` handled on ``pc`` so far."""
+    seen: set[int] = set()
+    total = 0
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.receiver.transport.transport._connection
+        if id(connection) not in seen:
+            seen.add(id(connection))
+            total += getattr(connection, "_sfu_inline_packets", 0)
+    return total
+
+
+_eager_tasks: set[asyncio.Task[Any]] = set()
+
+
+@types.coroutine
+def _resume(coro: Any, waiting_on: Any) -> Any:
+    """Go on with a coroutine :func:`run_eagerly` started, from where it waits."""
+    while True:
+        try:
+            sent = yield waiting_on
+        except BaseException as exc:  # thrown in by the task (cancel): pass it on
+            try:
+                waiting_on = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting_on = coro.send(sent)
+            except StopIteration:
+                return
+
+
+def run_eagerly(coro: Any) -> None:
+    """Run ``coro`` now, to its end unless it really waits; the rest then runs in a task.
+
+    aiortc's per-packet handlers are coroutines only because they may send RTCP, which on a
+    UDP pair never waits: run this way they cost a call, not a task. (Python 3.12's eager task
+    factory does the same for every task.) Exceptions propagate when raised before the first
+    wait and are logged by asyncio after it.
+    """
+    try:
+        waiting_on = coro.send(None)
+    except StopIteration:
+        return
+    task = asyncio.ensure_future(_resume(coro, waiting_on))
+    _eager_tasks.add(task)
+    task.add_done_callback(_eager_tasks.discard)
+
+
+_LEAN_ATTR = "_sfu_lean_handler"
+_RX = "_RTCRtpReceiver__"
+_RX_ATTRS = (
+    "active_ssrc",
+    "codecs",
+    "decoder_error",
+    "jitter_buffer",
+    "kind",
+    "nack_generator",
+    "remote_bitrate_estimator",
+    "remote_streams",
+    "rtcp_ssrc",
+)
+#: getSynchronizationSources() reads when each SSRC was last seen: a datetime per packet costs
+#: more than the rest of the bookkeeping, so it is refreshed at most this often
+ACTIVE_SSRC_REFRESH_S = 0.1
+
+
+def lean_rtp_handler(receiver: RTCRtpReceiver) -> Callable[[RtpPacket, int], None]:
+    """``handle(packet, arrival_time_ms)``: aiortc's ``_handle_rtp_packet`` as a plain call.
+
+    For a receiver whose jitter buffer is the SFU's assembler (:func:`~media.aiortc_patch.
+    tap_receiver`) and a media payload type, it does aiortc's steps in aiortc's order on
+    aiortc's own objects: REMB estimator, last-seen time of the SSRC, receiver statistics,
+    NACK generator, depayload, assembler, PLI on a decoder error. It skips the coroutine per
+    packet and the codec-name parsing per packet (a table per payload type), and refreshes the
+    last-seen datetime at most every :data:`ACTIVE_SSRC_REFRESH_S`. RTX packets, unknown
+    payload types and an untapped receiver take aiortc's own handler. Made once per receiver.
+    """
+    for attr in _RX_ATTRS:
+        _require(receiver, _RX + attr)
+    for attr in ("_enabled", "_handle_rtp_packet", "_send_rtcp", "_send_rtcp_nack"):
+        _require(receiver, attr)
+    _require(receiver, "_send_rtcp_pli")
+    state = receiver.__dict__
+    slow = receiver._handle_rtp_packet
+    video = state[_RX + "kind"] == "video"
+    table: dict[int, tuple[int, Callable[[bytes], bytes]] | None] = {}
+    seen: dict[int, float] = {}
+    codecs_seen: list[Any] = [None]
+
+    def depayloader(codec: Any) -> Callable[[bytes], bytes]:
+        return lambda payload: depayload(codec, payload)  # (aiortc's choice, made once)
+
+    def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
+        if not receiver._enabled:
+            return
+        codecs = state[_RX + "codecs"]
+        if codecs is not codecs_seen[0] or len(codecs) != len(table):  # (re)negotiated
+            table.clear()
+            for pt, codec in codecs.items():
+                table[pt] = None if is_rtx(codec) else (codec.clockRate, depayloader(codec))
+            codecs_seen[0] = codecs
+        entry = table.get(packet.payload_type)
+        if entry is None or type(state[_RX + "jitter_buffer"]) is JitterBuffer:
+            run_eagerly(slow(packet, arrival_time_ms=arrival_time_ms))
+            return
+        ssrc = packet.ssrc
+        estimator = state[_RX + "remote_bitrate_estimator"]
+        if estimator is not None and packet.extensions.abs_send_time is not None:
+            remb = estimator.add(
+                abs_send_time=packet.extensions.abs_send_time,
+                arrival_time_ms=arrival_time_ms,
+                payload_size=len(packet.payload) + packet.padding_size,
+                ssrc=ssrc,
+            )
+            rtcp_ssrc = state[_RX + "rtcp_ssrc"]
+            if rtcp_ssrc is not None and remb is not None:
+                feedback = RtcpPsfbPacket(
+                    fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb)
+                )
+                run_eagerly(receiver._send_rtcp(feedback))
+        now = time.monotonic()
+        if now - seen.get(ssrc, -1.0) >= ACTIVE_SSRC_REFRESH_S:
+            seen[ssrc] = now
+            state[_RX + "active_ssrc"][ssrc] = clock.current_datetime()
+        streams = state[_RX + "remote_streams"]
+        stats = streams.get(ssrc)
+        if stats is None:
+            stats = streams[ssrc] = StreamStatistics(entry[0])
+        stats.add(packet)
+        nack = state[_RX + "nack_generator"]
+        if nack is not None and nack.add(packet):
+            run_eagerly(receiver._send_rtcp_nack(ssrc, sorted(nack.missing)))
+        try:
+            packet._data = entry[1](packet.payload) if packet.payload else b""  # type: ignore[attr-defined]
+        except ValueError:
+            return  # aiortc drops these too (logged at debug there)
+        pli, _frame = state[_RX + "jitter_buffer"].add(packet)  # the assembler: never a frame
+        error = state[_RX + "decoder_error"]
+        if error.is_set():
+            error.clear()
+            pli = pli or video
+        if pli:
+            run_eagerly(receiver._send_rtcp_pli(ssrc))
+
+    state[_LEAN_ATTR] = handle
+    return handle
+
+
+def skip_stun_parsing(pc: RTCPeerConnection) -> int:
+    """Hand ``pc``'s RTP and RTCP datagrams straight to aioice's connection (idempotent).
+
+    aioice's ``StunProtocol.datagram_received`` parses every datagram as STUN and passes it
+    on when that raises; a datagram whose first byte is 128-191 is RTP or RTCP (RFC 7983), so
+    it goes to the connection's ``data_received`` at once, as aioice would have passed it.
+    Call after gathering (the protocols exist then). Returns how many sockets were switched.
+    """
+    switched = 0
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.receiver.transport.transport._connection
+        for protocol in list(getattr(connection, "_protocols", [])):
+            if "datagram_received" in protocol.__dict__ or type(protocol).__name__ != (
+                "StunProtocol"
+            ):
+                continue
+            _require(protocol, "receiver")
+            _require(protocol, "local_candidate")
+            original = protocol.datagram_received
+
+            def datagram_received(
+                data: bytes,
+                addr: tuple[Any, ...],
+                _p: Any = protocol,
+                _o: Callable[[bytes, tuple[Any, ...]], None] = original,
+            ) -> None:
+                if data and 127 < data[0] < 192:
+                    _p.receiver.data_received(data, _p.local_candidate.component)
+                else:
+                    _o(data, addr)
+
+            protocol.datagram_received = datagram_received
+            switched += 1
+    return switched
