@@ -704,8 +704,8 @@ class SenderWire:
         self.sender = sender
         #: aiortc's RTX history (sequence number % 128 -> packet), read by ``_retransmit``
         self.history: dict[int, Any] = getattr(sender, _HISTORY_ATTR)
-        #: the last link: ((srtp session, pair, datagram transport), what link() returned)
-        self._link: tuple[tuple[Any, Any, Any], Any] | None = None
+        #: the last link: (the DTLS transport, what link() returned for it)
+        self._link: tuple[Any, Any] | None = None
 
     def use_history(self, history: dict[int, Any]) -> None:
         """Put ``history`` (a dict subclass: fastpath.FrameHistory) in place of aiortc's RTX
@@ -743,6 +743,16 @@ class SenderWire:
         ``ConnectionError`` as aiortc's own send does when DTLS is not connected.
         """
         dtls = self.sender.transport
+        last = self._link
+        if (
+            last is not None
+            and last[0] is dtls
+            and dtls._state is _DTLS_CONNECTED
+            and (last[1][1] is None or not last[1][1].is_closing())
+        ):
+            # the same DTLS transport, still connected, on a socket still open: the same link
+            # (its SRTP session is set once it connects; aioice never changes a nominated pair)
+            return last[1]  # type: ignore[no-any-return]
         srtp = dtls._tx_srtp
         if srtp is None or dtls._state is not _DTLS_CONNECTED:
             raise ConnectionError("Cannot send encrypted RTP, not connected")
@@ -751,16 +761,11 @@ class SenderWire:
             raise ConnectionError("Cannot send data, not connected")
         protocol = pair.protocol
         transport = getattr(protocol, "transport", None)
-        last = self._link
-        if last is not None:  # the same objects: the same answer (and the same bound method)
-            key = last[0]
-            if key[0] is srtp and key[1] is pair and key[2] is transport:
-                return last[1]  # type: ignore[no-any-return]
         if type(protocol) is not StunProtocol or transport is None:
             link = (srtp.protect, None, None)
         else:
             link = (srtp.protect, transport, pair.remote_addr)
-        self._link = ((srtp, pair, transport), link)
+        self._link = (dtls, link)
         return link
 
     async def send_via_ice(self, datagram: bytes) -> None:
