@@ -47,7 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import sfu_janus  # noqa: E402  (after the repository is on sys.path)
+from bench import sfu_janus, sfu_timing  # noqa: E402  (after the repository is on sys.path)
 
 SECRET = "bench-secret-not-for-production-0123456789abcdef"
 ROOM = "bench"
@@ -295,6 +295,10 @@ def run_server(port: int, mode: str, data_dir: str) -> None:
         return web.json_response(body)
 
     app.router.add_get("/bench/stats", stats)
+    if os.environ.get("SFU_BENCH_TIMING") == "1":
+        from bench import sfu_timing
+
+        sfu_timing.install(counts)
     profile = os.environ.get("SFU_BENCH_PROFILE")
     if profile:
         import cProfile
@@ -602,6 +606,9 @@ def phase(
         "sfu_frames_dropped": s1["forwarding"]["dropped"] - s0["forwarding"]["dropped"],
         "fast_path_senders": s1.get("fast_path_senders", 0),
         "native_send_senders": s1.get("native_send_senders", 0),
+        "timing_per_packet": sfu_timing.per_packet(
+            s0.get("timing_ns", {}), s1.get("timing_ns", {}), packets
+        ),
         "publisher_rembs_per_s": [
             round((b - a) / window, 1)
             for a, b in zip(s0.get("rembs", [0, 0]), s1.get("rembs", [0, 0]), strict=True)
@@ -622,6 +629,7 @@ def native_built() -> bool:
 #: the server's media paths, each on unless its variable is 0: SFU_BENCH_FAST_PATH=0 runs
 #: aiortc's own send path, SFU_BENCH_NATIVE=0 the fast path in Python, SFU_BENCH_FAST_RECEIVE=0
 #: receives through aiortc's queue, SFU_BENCH_GSO=0 sends without UDP segmentation
+#: (SFU_BENCH_TIMING=1 adds where the server's time goes: bench/sfu_timing.py)
 MEDIA_PATH_ENV = {
     "fast_path": "SFU_BENCH_FAST_PATH",
     "native_send": "SFU_BENCH_NATIVE",
