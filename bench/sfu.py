@@ -11,6 +11,7 @@ Phases, each with a fresh server process:
   2. fanout/relay  the same through MediaRelay: the server decodes and re-encodes per subscriber
      fanout/janus  the same through Debian's janus (VideoRoom), with --baseline janus
   3. room/sfu      8 participants, every one camera + mic, all subscribed to all
+     room/janus    the same through janus, with --baseline janus
 `--only fanout` / `--only room` runs those phases only; `--baseline relay|janus|relay,janus|none`
 picks the fan-out baselines (relay by default).
 
@@ -740,10 +741,17 @@ def main() -> None:
                 run("fanout", mode, fanout(subs), 2, fan_s, fan_warm)
         if "room" in only:
             room = [
-                {"identity": f"p{i}", "publish": True, "subscribe": True, "delay": 0.2 * i}
+                {
+                    "identity": f"p{i}",
+                    "publish": True,
+                    "subscribe": True,
+                    "delay": 0.2 * i,
+                    "expect_feeds": args.room_size - 1,  # (Janus: wait for every publisher)
+                }
                 for i in range(args.room_size)
             ]
-            run("room", "sfu", room, 4, room_s, room_warm)
+            for mode in ["sfu", *(["janus"] if "janus" in baselines else [])]:
+                run("room", mode, room, 4, room_s, room_warm)
 
     def marginal(one: dict[str, Any], many: dict[str, Any]) -> float:
         extra = many["forwarded_streams"] - one["forwarded_streams"]
@@ -842,6 +850,15 @@ def main() -> None:
                 "client_processes_cpu_pct_room": big["client_processes_cpu_pct"],
             }
         )
+        janus_room = phases.get("room_janus")
+        if janus_room is not None and "room_janus" not in broken:
+            summary["room_us_per_packet_ratio_vs_janus"] = ratio(
+                big["us_per_packet"], janus_room["us_per_packet"]
+            )
+            summary["room_janus"] = {
+                k: janus_room[k]
+                for k in ("server_cpu_pct", "us_per_packet", "forwarded_pps", "delivery_ratio")
+            }
     summary["video_encoders_created_in_sfu"] = sum(
         p["video_encoders_created_in_server"] for k, p in phases.items() if k.endswith("_sfu")
     )

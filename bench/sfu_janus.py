@@ -324,8 +324,9 @@ async def janus_participant(
             if entry["subscribe"]:
                 lister = await session.attach()
                 feeds: dict[int, str] = {}
+                want = int(entry.get("expect_feeds", 1))  # the room: every other participant
                 deadline = time.monotonic() + 20
-                while not feeds and time.monotonic() < deadline:
+                while len(feeds) < want and time.monotonic() < deadline:
                     got = await lister.send(
                         {"request": "listparticipants", "room": ROOM_ID}, sync=True
                     )
@@ -334,7 +335,7 @@ async def janus_participant(
                         for p in got["plugindata"]["data"].get("participants", [])
                         if p.get("publisher") and p.get("display") != identity
                     }
-                    if not feeds:
+                    if len(feeds) < want:
                         await asyncio.sleep(0.2)
                 for feed, display in feeds.items():
                     handle = await session.attach()
