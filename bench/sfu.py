@@ -852,8 +852,10 @@ def main() -> None:
         )
         janus_room = phases.get("room_janus")
         if janus_room is not None and "room_janus" not in broken:
-            summary["room_us_per_packet_ratio_vs_janus"] = ratio(
-                big["us_per_packet"], janus_room["us_per_packet"]
+            # only when both kept up: a server that falls behind spends its CPU differently
+            kept_up = min(big["delivery_ratio"] or 0, janus_room["delivery_ratio"] or 0) >= 0.98
+            summary["room_us_per_packet_ratio_vs_janus"] = (
+                ratio(big["us_per_packet"], janus_room["us_per_packet"]) if kept_up else None
             )
             summary["room_janus"] = {
                 k: janus_room[k]
