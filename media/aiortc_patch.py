@@ -694,6 +694,9 @@ class SenderWire:
     def __init__(self, sender: RTCRtpSender) -> None:
         for attr in (_ENC_ATTR, _HISTORY_ATTR, _EXT_MAP_ATTR, _MID_ATTR, *_SR_ATTRS):
             _require(sender, attr)
+        for attr in _SR_ATTRS:  # account() writes them in the instance dict
+            if attr not in sender.__dict__:
+                raise AiortcInternalsChanged(f"RTCRtpSender.{attr} is not an instance attribute")
         _require(sender, "_next_encoded_frame")
         _require(sender, "_enabled")
         dtls = sender.transport  # (checked once: a bundled replacement is the same class)
@@ -778,15 +781,16 @@ class SenderWire:
         """Count a frame's packets where aiortc's sender and DTLS transport count theirs."""
         sender = self.sender
         ntp_a, rtp_a, octet_a, packet_a = _SR_ATTRS
-        setattr(sender, ntp_a, ntp)
-        setattr(sender, rtp_a, rtp_ts)
-        setattr(sender, octet_a, getattr(sender, octet_a) + octets)
-        setattr(sender, packet_a, getattr(sender, packet_a) + packets)
-        dtls = sender.transport
+        state = sender.__dict__  # (plain instance attributes: checked at construction)
+        state[ntp_a] = ntp
+        state[rtp_a] = rtp_ts
+        state[octet_a] += octets
+        state[packet_a] += packets
         bytes_a, packets_a = _DTLS_TX
-        if bytes_a in dtls.__dict__:
-            setattr(dtls, bytes_a, getattr(dtls, bytes_a) + datagram_bytes)
-            setattr(dtls, packets_a, getattr(dtls, packets_a) + packets)
+        dtls = sender.transport.__dict__
+        if bytes_a in dtls:
+            dtls[bytes_a] += datagram_bytes
+            dtls[packets_a] += packets
 
 
 def srtp_session(protect: Callable[[bytes], bytes]) -> Any | None:

@@ -209,6 +209,7 @@ class ForwardedTrack(MediaStreamTrack):
         self._sub: Subscription | None = sub
         self._wakeup = asyncio.Event()
         self._last: tuple[Subscription, EncodedFrame] | None = None  # latency sample pending
+        self.live = True  # readyState == "live", as a plain attribute (read per frame)
 
     @property
     def subscription(self) -> Subscription | None:
@@ -272,6 +273,7 @@ class ForwardedTrack(MediaStreamTrack):
             self._sub.latencies.append(time.monotonic() - frame.arrival)
 
     def stop(self) -> None:
+        self.live = False
         super().stop()
         self._wakeup.set()
 
@@ -403,13 +405,14 @@ class Subscription:
             return
         queue = self.queue
         fast = self._fast
+        track = self.track
         if (
             fast is not None
             and not queue
             and not queue.need_keyframe
             and self.pulling
-            and self.track.subscription is self
-            and self.track.readyState == "live"
+            and track.subscription is self
+            and track.live
             and fast.ready()
         ):
             # nothing queued and the gate open: what offer() + take() would do, without the
