@@ -238,7 +238,7 @@ def fast_sender_frame_us(
         shared = EncodedFrame(data, 3000 * i, False, 0.0)  # one frame, every subscriber
         for fast in fans:
             fast.ready()
-            fast.send_now(shared)
+            fast.forward(shared)
         if i % max(1, 4 // subscribers) == 0:
             try:
                 while True:

@@ -272,7 +272,6 @@ def run_server(port: int, mode: str, data_dir: str) -> None:
                     sent, suppressed = s.pub_feedback.rembs
                     rembs[0] += sent
                     rembs[1] += suppressed
-        if room is not None:
             for (who, src), pub in room.publications.items():
                 a = pub.assembler
                 pubs[f"{who}|{src}"] = [a.packets, a.frames, a.losses, pub.plis_sent]
@@ -297,8 +296,6 @@ def run_server(port: int, mode: str, data_dir: str) -> None:
 
     app.router.add_get("/bench/stats", stats)
     if os.environ.get("SFU_BENCH_TIMING") == "1":
-        from bench import sfu_timing
-
         sfu_timing.install(counts)
     profile = os.environ.get("SFU_BENCH_PROFILE")
     if profile:
@@ -766,6 +763,7 @@ def main() -> None:
         k for k, p in phases.items() if not p["forwarded_pps"] or not p["delivery_ratio"]
     )
 
+    paths = media_paths()
     summary: dict[str, Any] = {
         "quick": quick,
         "cores": os.cpu_count(),
@@ -773,8 +771,8 @@ def main() -> None:
         "video": f"VP8 {width}x{height} 30 fps ~{bit_rate // 1000} kbps + Opus 20 ms, pre-encoded",
         "only": sorted(only),
         "baselines": sorted(baselines),
-        **media_paths(),
-        "native_send": media_paths()["native_send"] and native_built(),
+        **paths,
+        "native_send": paths["native_send"] and native_built(),
         "phases_without_media": broken,
     }
     sfu = phases.get("fanout_sfu")

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import logging
 import socket
 import struct
 import time
@@ -77,8 +76,6 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import wrap_rtx
 
 _JB_ATTR = "_RTCRtpReceiver__jitter_buffer"
-logger = logging.getLogger(__name__)
-
 _ENC_ATTR = "_RTCRtpSender__encoder"
 _HISTORY_ATTR = "_RTCRtpSender__rtp_history"
 _REMB_ATTR = "_RTCRtpReceiver__remote_bitrate_estimator"

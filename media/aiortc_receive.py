@@ -24,8 +24,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pylibsrtp
+from aioice.ice import StunProtocol
 from aiortc import RTCPeerConnection, RTCRtpReceiver, clock
-from aiortc.codecs import depayload, is_rtx
+from aiortc.codecs import is_rtx
+from aiortc.codecs.h264 import h264_depayload
+from aiortc.codecs.vpx import vp8_depayload
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, is_rtcp, pack_remb_fci
@@ -211,20 +214,18 @@ def lean_rtp_handler(receiver: RTCRtpReceiver) -> Callable[[RtpPacket, int], Non
     video = state[_RX + "kind"] == "video"
     table: dict[int, tuple[int, Callable[[bytes], bytes]] | None] = {}
     seen: dict[int, float] = {}
-    codecs_seen: list[Any] = [None]
-
-    def depayloader(codec: Any) -> Callable[[bytes], bytes]:
-        return lambda payload: depayload(codec, payload)  # (aiortc's choice, made once)
+    codecs_seen: Any = None
 
     def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
+        nonlocal codecs_seen
         if not receiver._enabled:
             return
         codecs = state[_RX + "codecs"]
-        if codecs is not codecs_seen[0] or len(codecs) != len(table):  # (re)negotiated
+        if codecs is not codecs_seen or len(codecs) != len(table):  # (re)negotiated
             table.clear()
             for pt, codec in codecs.items():
-                table[pt] = None if is_rtx(codec) else (codec.clockRate, depayloader(codec))
-            codecs_seen[0] = codecs
+                table[pt] = None if is_rtx(codec) else (codec.clockRate, _depayloader(codec))
+            codecs_seen = codecs
         entry = table.get(packet.payload_type)
         if entry is None or type(state[_RX + "jitter_buffer"]) is JitterBuffer:
             run_eagerly(slow(packet, arrival_time_ms=arrival_time_ms))
@@ -272,6 +273,15 @@ def lean_rtp_handler(receiver: RTCRtpReceiver) -> Callable[[RtpPacket, int], Non
     return handle
 
 
+def _depayloader(codec: Any) -> Callable[[bytes], bytes]:
+    """aiortc's ``depayload(codec, payload)`` with its choice by codec name made once."""
+    return {"VP8": vp8_depayload, "H264": h264_depayload}.get(codec.name, _as_is)
+
+
+def _as_is(payload: bytes) -> bytes:
+    return payload
+
+
 def skip_stun_parsing(pc: RTCPeerConnection) -> int:
     """Hand ``pc``'s RTP and RTCP datagrams straight to aioice's connection (idempotent).
 
@@ -284,9 +294,7 @@ def skip_stun_parsing(pc: RTCPeerConnection) -> int:
     for transceiver in pc.getTransceivers():
         connection = transceiver.receiver.transport.transport._connection
         for protocol in list(getattr(connection, "_protocols", [])):
-            if "datagram_received" in protocol.__dict__ or type(protocol).__name__ != (
-                "StunProtocol"
-            ):
+            if "datagram_received" in protocol.__dict__ or type(protocol) is not StunProtocol:
                 continue
             _require(protocol, "receiver")
             _require(protocol, "local_candidate")

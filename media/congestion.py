@@ -31,7 +31,7 @@ from .twcc import TwccRecorder
 logger = logging.getLogger(__name__)
 
 FEEDBACK_INTERVAL_S = 0.05  # libwebrtc sends transport feedback every 50-100 ms
-REMB_INTERVAL_MS = 200  # libwebrtc's RembThrottler: at most one REMB per 200 ms ...
+REMB_INTERVAL_MS = 200  # libwebrtc's RembThrottler: at most one REMB per 200 ms
 
 
 class ThrottledRemb:

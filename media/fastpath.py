@@ -33,7 +33,7 @@ from aiortc.rtp import HeaderExtensions, RtpPacket
 
 from . import native_send
 from .aiortc_patch import SenderWire, fast_sender, install_fast_sender, srtp_session
-from .frames import EncodedFrame, with_picture_id
+from .frames import with_picture_id
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +203,6 @@ class FastSender:
         #: the compiled send (native_send.py), None: every packet is written here in Python
         self.native = native
         self._link: native_send.Link | None = None
-        self._joined: tuple[bytes, bytes, int, int] = (b"", b"", 0, 0)  # the frame in hand
         self._out = native.ffi.new("int[4]") if native is not None else None
         self.gso = gso  # the compiled send segments runs of packets (settings.udp_gso)
         self.native_frames = 0  # frames sent by the compiled send
@@ -243,9 +242,15 @@ class FastSender:
             for datagram in pending:
                 await self.wire.send_via_ice(datagram)
 
-    def send_now(self, frame: Any) -> None:
-        """Send ``frame`` from the caller's stack (see :func:`direct_sender`)."""
-        self._send(frame, self.codec)  # type: ignore[arg-type]
+    def forward(self, frame: Any) -> None:
+        """Send ``frame`` from the caller's stack, once :meth:`ready` said so (see
+        :func:`direct_sender`); an error is logged, never raised into the publisher's receive
+        path."""
+        self.direct_frames += 1
+        try:
+            self._send(frame, self.codec)  # type: ignore[arg-type]
+        except Exception:
+            logger.exception("fast path: frame not sent")
 
     def ready(self) -> bool:
         """True when a frame can be sent now without the sender's task: the task has sent one
@@ -309,11 +314,9 @@ class FastSender:
             return False
         if transport.get_write_buffer_size() > 0 or transport.is_closing():
             return False
-        joined = frame.joined if type(frame) is EncodedFrame else None
-        if joined is None or frame.rtp is not payloads:
-            joined = native_send.joined(payloads)
-            if type(frame) is EncodedFrame and frame.rtp is payloads:
-                frame.joined = joined  # every other subscriber of the frame takes it as is
+        joined = frame.joined  # (``payloads`` is ``frame.rtp``: FramePacker.pack_shared)
+        if joined is None:  # the frame's first subscriber: every other one takes it as is
+            joined = frame.joined = native_send.joined(payloads)
         if 12 + len(ext) + joined[3] > native_send.MTU:
             return False
         link = self._link
@@ -334,7 +337,6 @@ class FastSender:
             if link is None:
                 self.native = None  # not a pylibsrtp session or socket: stay in Python
                 return False
-        self._joined = joined
         return link.usable
 
     def _send_native(
@@ -351,7 +353,7 @@ class FastSender:
     ) -> tuple[int, int]:
         """``(payload octets, protected bytes sent)`` of the frame, sent by the compiled send."""
         assert self.native is not None and self._link is not None
-        joined = self._joined
+        joined = frame.joined
         try:
             sent, sent_bytes, _errno = native_send.send_frame(
                 self.native,
@@ -398,11 +400,7 @@ def direct_sender(sender: Any) -> Callable[[Any], bool]:
         taken = False
         while (frame := track.take()) is not None:
             taken = True
-            fast.direct_frames += 1
-            try:
-                fast.send_now(frame)
-            except Exception:  # never into the publisher's receive path
-                logger.exception("fast path: frame not sent")
+            fast.forward(frame)
             track.sent(frame)
         return taken
 

@@ -246,10 +246,8 @@ class ForwardedTrack(MediaStreamTrack):
             await self._wakeup.wait()
         frame = sub.queue.popleft()
         assert frame is not None  # one consumer: the queue was not empty above
-        sub.rebase(frame)
+        sub.count_out(frame)
         self._last = (sub, frame)
-        sub.frames_forwarded += 1
-        sub.bytes_forwarded += len(frame.data)
         return frame
 
     def take(self) -> EncodedFrame | None:
@@ -257,14 +255,11 @@ class ForwardedTrack(MediaStreamTrack):
         path's :func:`~media.fastpath.direct_sender`), with ``recv()``'s
         bookkeeping; None when nothing is due or the sender has not started pulling."""
         sub = self._sub
-        if sub is None or not sub.pulling or not sub.queue or self.readyState != "live":
+        if sub is None or not sub.pulling or not sub.queue or not self.live:
             return None
         frame = sub.queue.popleft()
-        if frame is None:
-            return None
-        sub.rebase(frame)
-        sub.frames_forwarded += 1
-        sub.bytes_forwarded += len(frame.data)
+        if frame is not None:
+            sub.count_out(frame)
         return frame
 
     def sent(self, frame: EncodedFrame) -> None:
@@ -417,14 +412,8 @@ class Subscription:
         ):
             # nothing queued and the gate open: what offer() + take() would do, without the
             # queue (the fast path sends from here; see direct_sender for queued frames)
-            self.rebase(frame)
-            self.frames_forwarded += 1
-            self.bytes_forwarded += len(frame.data)
-            fast.direct_frames += 1
-            try:
-                fast.send_now(frame)
-            except Exception:  # never into the publisher's receive path
-                logger.exception("fast path: frame not sent")
+            self.count_out(frame)
+            fast.forward(frame)
             self.latencies.append(time.monotonic() - frame.arrival)
             return
         queue.offer(frame)
@@ -461,6 +450,12 @@ class Subscription:
             return
         self._last_pli = now
         self.current.request_keyframe("subscriber")
+
+    def count_out(self, frame: EncodedFrame) -> None:
+        """``frame`` leaves for the subscriber now: its timestamp rebased, and counted."""
+        self.rebase(frame)
+        self.frames_forwarded += 1
+        self.bytes_forwarded += len(frame.data)
 
     def rebase(self, frame: EncodedFrame) -> None:
         """Keep the outgoing RTP timestamps continuous across a layer switch."""
