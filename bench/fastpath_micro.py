@@ -227,6 +227,12 @@ def fast_sender_frame_us(
         def account(self, *args: int) -> None:
             pass
 
+        def snapshot(self) -> tuple[object, ...]:
+            return ()
+
+        def holds(self, snapshot: object, transport: object) -> bool:
+            return True
+
     sock = Socket()
     # one SRTP stream per sender, never reused across runs (the session's replay check)
     fans = [FastSender(Wire(next(_SSRCS)), native) for _ in range(subscribers)]  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ _TARGETS = (
     ("asyncio.selector_events", "_SelectorDatagramTransport", "_read_ready", "receive"),
     ("media.forwarder", "Publication", "on_frame", "send"),
     ("media.forwarder", "Subscription", "push", "push"),
-    ("media.native_send", None, "send_frame", "c_send"),
+    ("media.native_send", "load()", "send_frame", "c_send"),  # the loaded library's call
 )
 
 
@@ -30,10 +30,16 @@ def install(counts: dict[str, Any]) -> None:
     import importlib
 
     acc: dict[str, int] = counts.setdefault("timing_ns", {})
+    for *_, key in _TARGETS:
+        acc[key] = acc[f"{key}_n"] = 0
     for module_name, owner_name, name, key in _TARGETS:
         module = importlib.import_module(module_name)
-        owner = getattr(module, owner_name) if owner_name else module
-        acc[key] = acc[f"{key}_n"] = 0
+        if owner_name == "load()":
+            owner = module.load()
+            if owner is None:
+                continue
+        else:
+            owner = getattr(module, owner_name) if owner_name else module
         setattr(owner, name, _timed(getattr(owner, name), acc, key))
 
 

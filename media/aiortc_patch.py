@@ -668,6 +668,9 @@ def new_remb_estimator() -> Any:
 
 # -- forwarding fast path (driven by fastpath.py) ----------------------------------------------
 _MID_ATTR = "_RTCRtpSender__mid"
+_TRANSPORT_ATTR = "_RTCRtpSender__transport"
+#: read by SenderWire.holds() per frame from the instance dict (checked to be there)
+_HELD_ATTRS = (_TRANSPORT_ATTR, _ENC_ATTR, _MID_ATTR, "_enabled")
 _SR_ATTRS = (
     "_RTCRtpSender__ntp_timestamp",
     "_RTCRtpSender__rtp_timestamp",
@@ -691,7 +694,7 @@ class SenderWire:
     def __init__(self, sender: RTCRtpSender) -> None:
         for attr in (_ENC_ATTR, _HISTORY_ATTR, _EXT_MAP_ATTR, _MID_ATTR, *_SR_ATTRS):
             _require(sender, attr)
-        for attr in _SR_ATTRS:  # account() writes them in the instance dict
+        for attr in (*_SR_ATTRS, *_HELD_ATTRS):  # account() and holds() use the instance dict
             if attr not in sender.__dict__:
                 raise AiortcInternalsChanged(f"RTCRtpSender.{attr} is not an instance attribute")
         _require(sender, "_next_encoded_frame")
@@ -767,6 +770,28 @@ class SenderWire:
             link = (srtp.protect, transport, pair.remote_addr)
         self._link = (dtls, link)
         return link
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """What :meth:`holds` compares: the DTLS transport, the packer and the mid (call after
+        :meth:`link` returned a datagram transport)."""
+        sender = self.sender
+        return (sender.transport, getattr(sender, _ENC_ATTR), getattr(sender, _MID_ATTR))
+
+    def holds(self, snapshot: tuple[Any, ...], transport: Any) -> bool:
+        """True while what :meth:`snapshot` saw still stands and a frame may go on
+        ``transport`` now: the same DTLS transport, connected, the sender enabled, the same
+        packer and mid, the socket open with nothing queued in asyncio (order)."""
+        dtls, packer, mid = snapshot
+        state = self.sender.__dict__
+        return (
+            state[_TRANSPORT_ATTR] is dtls
+            and dtls._state is _DTLS_CONNECTED
+            and state["_enabled"]
+            and state[_ENC_ATTR] is packer
+            and state[_MID_ATTR] == mid
+            and not transport.get_write_buffer_size()
+            and not transport.is_closing()
+        )
 
     async def send_via_ice(self, datagram: bytes) -> None:
         """Send an already protected datagram through aioice (TURN relays and other oddities)."""

@@ -33,7 +33,7 @@ from aiortc.rtp import HeaderExtensions, RtpPacket
 
 from . import native_send
 from .aiortc_patch import SenderWire, fast_sender, install_fast_sender, srtp_session
-from .frames import with_picture_id
+from .frames import VP8_PICTURE_ID_AT, with_picture_id
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +192,47 @@ class ExtensionTemplate:
         return self.block[:at] + abs_send_time.to_bytes(3, "big") + self.block[at + 3 :]
 
 
+class _Armed:
+    """What a sender's direct frames need that does not change between them (gathered by the
+    frame that armed it; :meth:`SenderWire.holds` tells when it no longer stands)."""
+
+    __slots__ = (
+        "abs_at",
+        "first",
+        "history",
+        "link",
+        "packer",
+        "pt",
+        "snapshot",
+        "ssrc",
+        "template",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        snapshot: tuple[Any, ...],
+        transport: Any,
+        link: native_send.Link,
+        packer: Any,
+        history: FrameHistory,
+        template: ExtensionTemplate,
+        first: int,
+        pt: int,
+        ssrc: int,
+    ) -> None:
+        self.snapshot = snapshot
+        self.transport = transport
+        self.link = link
+        self.packer = packer
+        self.history = history
+        self.template = template
+        self.abs_at = -1 if template.abs_at is None else template.abs_at
+        self.first = first
+        self.pt = pt
+        self.ssrc = ssrc
+
+
 class FastSender:
     """The fast path of one forwarding sender (lives as long as the sender: m-line reuse keeps
     its sequence numbers and timestamp origin)."""
@@ -218,6 +259,9 @@ class FastSender:
         self._addr: tuple[str, int] | None = None
         self._pending: list[bytes] = []  # protected datagrams for aioice (TURN relay pairs)
         self.codec: RTCRtpCodecParameters | None = None  # known once the task sent a frame
+        #: set by a frame the compiled send took: what the next direct frames need, gathered
+        #: once (see _send_armed); cleared by anything :meth:`SenderWire.holds` sees change
+        self._armed: _Armed | None = None
 
     def transmit(self, data: bytes) -> None:
         """Protect one serialized RTP packet and send it on the selected pair (tests wrap it)."""
@@ -234,6 +278,7 @@ class FastSender:
     async def send_frame(self, frame: Any, codec: RTCRtpCodecParameters) -> None:
         """Pack ``frame`` with the sender's packer and send its packets (what ``_run_rtp`` does
         per packet, once per frame); called by the sender's task."""
+        self._armed = None  # the task's frames take the whole way (and may re-arm it)
         self._protect, self._transport, self._addr = self.wire.link()
         self.codec = codec
         self._send(frame, codec)
@@ -248,13 +293,21 @@ class FastSender:
         path."""
         self.direct_frames += 1
         try:
-            self._send(frame, self.codec)  # type: ignore[arg-type]
+            if self._armed is not None:
+                self._send_armed(frame)
+            else:
+                self._send(frame, self.codec)  # type: ignore[arg-type]
         except Exception:
             logger.exception("fast path: frame not sent")
 
     def ready(self) -> bool:
         """True when a frame can be sent now without the sender's task: the task has sent one
         (so the sender runs and DTLS is up), the link is up and is a plain UDP socket."""
+        armed = self._armed
+        if armed is not None:
+            if self.wire.holds(armed.snapshot, armed.transport):
+                return True
+            self._armed = None
         if self.codec is None or not self.wire.enabled:
             return False
         try:
@@ -264,10 +317,19 @@ class FastSender:
         return self._transport is not None
 
     def _send(self, frame: Any, codec: RTCRtpCodecParameters) -> None:
+        payloads, timestamp, picture_id = self.wire.packer.pack_shared(frame)
+        if payloads:
+            self._send_packed(frame, payloads, timestamp, picture_id, codec)
+
+    def _send_packed(
+        self,
+        frame: Any,
+        payloads: list[bytes],
+        timestamp: int,
+        picture_id: int | None,
+        codec: RTCRtpCodecParameters,
+    ) -> None:
         wire = self.wire
-        payloads, timestamp, picture_id = wire.packer.pack_shared(frame)
-        if not payloads:
-            return
         template = self.template
         mid = wire.mid
         if template is None or template.mid != mid:
@@ -284,7 +346,7 @@ class FastSender:
         wire.history.record(seq, payloads, picture_id, pt, ts, ssrc, (mid, abs_send_time))
         if self.native is not None and self._native_ready(ext, frame, payloads):
             octets, sent_bytes = self._send_native(
-                first, pt, seq, ts, ssrc, ext, frame, payloads, picture_id
+                first, pt, seq, ts, ssrc, template, abs_send_time, frame, payloads, picture_id
             )
         else:
             octets = sum(map(len, payloads))
@@ -346,33 +408,94 @@ class FastSender:
         seq: int,
         ts: int,
         ssrc: int,
-        ext: bytes,
+        template: ExtensionTemplate,
+        abs_send_time: int,
         frame: Any,
         payloads: list[bytes],
         picture_id: int | None,
     ) -> tuple[int, int]:
-        """``(payload octets, protected bytes sent)`` of the frame, sent by the compiled send."""
+        """``(payload octets, protected bytes sent)`` of the frame, sent by the compiled send;
+        a frame it took arms the direct path (:meth:`_send_armed`)."""
         assert self.native is not None and self._link is not None
         joined = frame.joined
+        abs_at = -1 if template.abs_at is None else template.abs_at
         try:
             sent, sent_bytes, _errno = native_send.send_frame(
                 self.native,
                 self._link,
                 self._out,
                 (first, pt, seq, ts, ssrc),
-                ext,
+                template.block,
                 joined,
                 len(payloads),
                 -1 if picture_id is None else picture_id,
+                (abs_at, abs_send_time),
             )
         except native_send.NativeSendError:
             logger.exception("native send failed: this sender goes on in Python")
             self.native = None
             sent, sent_bytes = 0, 0
+        else:
+            wire = self.wire
+            self._armed = _Armed(
+                wire.snapshot(),
+                self._transport,
+                self._link,
+                wire.packer,
+                wire.history,
+                template,
+                first,
+                pt,
+                ssrc,
+            )
         self.native_frames += 1
         self.bytes_out += sent_bytes
         self.dropped += len(payloads) - sent  # in the RTX history: a NACK repairs them
         return joined[2], sent_bytes
+
+    def _send_armed(self, frame: Any) -> None:
+        """What :meth:`_send` does for a frame the compiled send takes, with what does not
+        change between frames gathered once (:class:`_Armed`, checked by :meth:`ready`): the
+        per-frame, per-subscriber path of a room, kept short."""
+        armed = self._armed
+        assert armed is not None and self.native is not None
+        payloads, timestamp, picture_id = armed.packer.pack_shared(frame)
+        if not payloads:
+            return
+        joined = frame.joined
+        if joined is None:  # the frame's first subscriber: every other one takes it as is
+            joined = frame.joined = native_send.joined(payloads)
+        template = armed.template
+        if 12 + len(template.block) + joined[3] > native_send.MTU:
+            self._armed = None  # too large for the compiled send: aiortc-sized in Python
+            self._send_packed(frame, payloads, timestamp, picture_id, self.codec)  # type: ignore[arg-type]
+            return
+        ntp = ntp_now()
+        abs_send_time = (ntp >> 14) & 0xFFFFFF
+        ts = (self.timestamp_origin + timestamp) & 0xFFFFFFFF
+        seq = self.sequence
+        count = len(payloads)
+        pt, ssrc, link, out = armed.pt, armed.ssrc, armed.link, self._out
+        armed.history.record(seq, payloads, picture_id, pt, ts, ssrc, (template.mid, abs_send_time))
+        rc = self.native.send_frame(
+            link.fd, link.family, link.ip, link.port, self.native.protect_fn, link.srtp,
+            armed.first, pt, seq, ts, ssrc, template.block, len(template.block),
+            joined[0], joined[1], count, -1 if picture_id is None else picture_id,
+            VP8_PICTURE_ID_AT, link.gso, armed.abs_at, abs_send_time, out,
+        )  # fmt: skip
+        if out[3]:
+            native_send.gso_refused(link)
+        sent, sent_bytes = (out[0], out[1]) if rc == 0 else (0, 0)
+        if rc != 0:
+            logger.error("native send failed (%d): this sender goes on in Python", rc)
+            self.native = None
+            self._armed = None
+        self.native_frames += 1
+        self.bytes_out += sent_bytes
+        self.dropped += count - sent  # in the RTX history: a NACK repairs them
+        self.sequence = (seq + count) & 0xFFFF
+        self.packets += count
+        self.wire.account(count, joined[2], sent_bytes, ts, ntp)
 
 
 _NTP_EPOCH_S = 2_208_988_800  # 1900-01-01 to 1970-01-01

@@ -25,14 +25,15 @@ logger = logging.getLogger(__name__)
 
 LIBRARY = Path(__file__).with_name("native") / "libtcfastsend.so"
 MTU = 1500  # the C side's largest packet before protection (TC_MTU)
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 _CDEF = """
 int tc_abi_version(void);
 int tc_send_frame(int fd, int family, const char *host, int port, void *protect_fn,
                   void *srtp, int first, int pt, int seq, uint32_t ts, uint32_t ssrc,
                   const char *ext, int ext_len, const char *payloads, const char *lengths,
-                  int count, int picture_id, int picture_id_at, int gso, int *out);
+                  int count, int picture_id, int picture_id_at, int gso, int abs_at,
+                  uint32_t abs_send_time, int *out);
 """
 
 
@@ -61,6 +62,8 @@ class Native:
 
         self.ffi = ffi
         self.lib = lib
+        #: ``tc_send_frame`` (an attribute, so a bench can time it: bench/sfu_timing.py)
+        self.send_frame = lib.tc_send_frame
         self._srtp_ffi = srtp_ffi
         protect = srtp_ffi.addressof(srtp_lib, "srtp_protect")
         signature = srtp_ffi.typeof(protect).cname
@@ -165,14 +168,17 @@ def send_frame(
     payloads: tuple[bytes, bytes, int, int],
     count: int,
     picture_id: int = -1,
+    abs_send_time: tuple[int, int] = (-1, 0),
 ) -> tuple[int, int, int]:
     """Send one frame: ``(packets sent, protected bytes sent, errno that stopped it or 0)``.
 
     ``header`` is (first byte, payload type, first sequence number, timestamp, SSRC);
     ``payloads`` the frame's ``count`` payloads as :func:`joined` gives them; ``picture_id``
-    >= 0 is written as the VP8 descriptor's 15-bit id in every payload."""
+    >= 0 is written as the VP8 descriptor's 15-bit id in every payload; ``abs_send_time`` is
+    (offset in ``ext``, 24-bit value), written into every packet's extension block when the
+    offset is >= 0."""
     first, pt, seq, ts, ssrc = header
-    rc = native.lib.tc_send_frame(
+    rc = native.send_frame(
         link.fd,
         link.family,
         link.ip,
@@ -192,17 +198,20 @@ def send_frame(
         picture_id,
         VP8_PICTURE_ID_AT,
         link.gso,
+        abs_send_time[0],
+        abs_send_time[1],
         out,
     )
     if out[3]:
-        link.gso = False
-        _gso_refused(link)
+        gso_refused(link)
     if rc != 0:
         raise NativeSendError(f"tc_send_frame returned {rc}")
     return out[0], out[1], out[2]
 
 
-def _gso_refused(link: Link) -> None:
+def gso_refused(link: Link) -> None:
+    """The kernel refused segmentation on ``link``: it sends packet by packet from now on."""
+    link.gso = False
     logger.info(
         "media: the kernel refused UDP segmentation towards a subscriber: packet by packet "
         "on that link (family %d)",

@@ -41,7 +41,7 @@ static union { /* one UDP_SEGMENT control message per message */
 } controls[TC_BATCH];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* cffi releases the GIL */
 
-int tc_abi_version(void) { return 3; }
+int tc_abi_version(void) { return 4; }
 
 static int address(int family, const char *host, int port, struct sockaddr_storage *ss,
                    socklen_t *len)
@@ -97,6 +97,8 @@ static void message(struct mmsghdr *m, struct iovec *iov, void *control, unsigne
  * order) of `payloads`, sequence numbers from `seq`, the marker bit on the last one. With
  * `picture_id` >= 0, each payload's VP8 descriptor gets it (M bit + 15 bits) at byte
  * `picture_id_at`: the payloads are shared by every subscriber, the picture id is theirs.
+ * With `abs_at` >= 0, the 3-byte abs-send-time `abs_send_time` is written at that offset of
+ * the extension block (the block is the sender's, laid out once; the time is the frame's).
  * With `gso`, runs of equal-sized packets go as one segmented message each.
  *
  * out[0]: packets the kernel took; out[1]: protected bytes of those; out[2]: the errno that
@@ -109,7 +111,8 @@ static void message(struct mmsghdr *m, struct iovec *iov, void *control, unsigne
 int tc_send_frame(int fd, int family, const char *host, int port, void *protect_fn,
                   void *srtp, int first, int pt, int seq, uint32_t ts, uint32_t ssrc,
                   const char *ext, int ext_len, const char *payloads, const char *lengths,
-                  int count, int picture_id, int picture_id_at, int gso, int *out)
+                  int count, int picture_id, int picture_id_at, int gso, int abs_at,
+                  uint32_t abs_send_time, int *out)
 {
     struct sockaddr_storage ss;
     socklen_t sl = 0;
@@ -118,6 +121,8 @@ int tc_send_frame(int fd, int family, const char *host, int port, void *protect_
     int i = 0, rc = 0;
 
     out[0] = out[1] = out[2] = out[3] = 0;
+    if (abs_at > ext_len - 3)
+        return -2;
     if (address(family, host, port, &ss, &sl) != 0)
         return -1;
     pthread_mutex_lock(&lock);
@@ -149,6 +154,11 @@ int tc_send_frame(int fd, int family, const char *host, int port, void *protect_
             b[10] = (unsigned char)(ssrc >> 8);
             b[11] = (unsigned char)ssrc;
             memcpy(b + 12, ext, (size_t)ext_len);
+            if (abs_at >= 0) {
+                b[12 + abs_at] = (unsigned char)(abs_send_time >> 16);
+                b[13 + abs_at] = (unsigned char)(abs_send_time >> 8);
+                b[14 + abs_at] = (unsigned char)abs_send_time;
+            }
             memcpy(b + 12 + ext_len, payloads + offset, len);
             offset += len;
             if (picture_id >= 0) {

@@ -64,6 +64,7 @@ class _Wire:
         self.accounted: list[tuple[int, ...]] = []
 
     mid = "1"
+    enabled = True
 
     def header_extensions(self) -> tuple[Any, str | None]:
         return self.ext_map, "1"
@@ -73,6 +74,16 @@ class _Wire:
 
     def account(self, *args: int) -> None:
         self.accounted.append(args)
+
+    def snapshot(self) -> tuple[Any, ...]:
+        return (self.packer,)
+
+    def holds(self, snapshot: tuple[Any, ...], transport: Any) -> bool:
+        return (
+            snapshot[0] is self.packer
+            and not transport.get_write_buffer_size()
+            and not transport.is_closing()
+        )
 
 
 @pytest.fixture
@@ -111,18 +122,26 @@ def _frames() -> list[EncodedFrame]:
     ]
 
 
-async def _send_all(fast: FastSender, rx: socket.socket) -> list[bytes]:
-    for frame in _frames():
-        await fast.send_frame(frame, VP8)
+async def _send_all(fast: FastSender, rx: socket.socket, direct: bool = False) -> list[bytes]:
+    """Send the frames through the sender's task, or (``direct``) the first through the task
+    and the rest from the caller's stack, as the forwarder does (the armed path)."""
+    for i, frame in enumerate(_frames()):
+        if direct and i:
+            assert fast.ready()
+            fast.forward(frame)
+        else:
+            await fast.send_frame(frame, VP8)
     return [rx.recv(2048) for _ in range(fast.packets)]
 
 
+@pytest.mark.parametrize("direct", [False, True], ids=["task", "direct"])
 @pytest.mark.parametrize("gso", [True, False], ids=["gso", "no-gso"])
 async def test_native_datagrams_equal_the_python_fast_path(
-    udp: tuple[Any, socket.socket], gso: bool
+    udp: tuple[Any, socket.socket], gso: bool, direct: bool
 ) -> None:
     """With UDP segmentation the kernel cuts each run of packets into the very datagrams the
-    Python path sends one by one (what the subscriber receives is all that counts)."""
+    Python path sends one by one (what the subscriber receives is all that counts); a frame
+    sent from the forwarder's stack once the compiled send is armed is the same too."""
     transport, rx = udp
     addr = rx.getsockname()
     python_wire, native_wire = _Wire(transport, addr), _Wire(transport, addr)
@@ -131,9 +150,10 @@ async def test_native_datagrams_equal_the_python_fast_path(
     for fast in (python, native):  # same starting points, so the same bytes are expected
         fast.sequence, fast.timestamp_origin = 65530, 0xFFFFFF00  # both wrap
     python_wire.packer._picture_id = native_wire.packer._picture_id = 100
-    by_python = await _send_all(python, rx)
-    by_native = await _send_all(native, rx)
+    by_python = await _send_all(python, rx, direct)
+    by_native = await _send_all(native, rx, direct)
     assert native.native_frames == 3 and python.native_frames == 0
+    assert (native._armed is not None) and (python._armed is None)
     assert len(by_native) == len(by_python) > 30
     # abs-send-time differs between the two runs (3 bytes, protected): compare what it covers
     inbound_p, inbound_n = _session("in"), _session("in")
