@@ -660,10 +660,25 @@ async def send_rtcp(receiver: RTCRtpReceiver, data: bytes) -> None:
 
 
 def new_remb_estimator() -> Any:
-    """aiortc's (pure-Python, abs-send-time based) REMB estimator."""
-    from aiortc.rate import RemoteBitrateEstimator
+    """aiortc's (pure-Python, abs-send-time based) REMB estimator, its rate counter,
+    inter-arrival filter and overuse estimator replaced by :mod:`media.remb_filters`' (same
+    results, less work per packet)."""
+    from aiortc.rate import InterArrival, OveruseEstimator, RateCounter, RemoteBitrateEstimator
 
-    return RemoteBitrateEstimator()
+    from .remb_filters import FramePeriodEstimator, GroupedArrivals, RateWindow
+
+    estimator = RemoteBitrateEstimator()
+    counter, arrivals = estimator.incoming_bitrate, estimator.inter_arrival
+    if (
+        type(counter) is not RateCounter
+        or type(arrivals) is not InterArrival
+        or type(estimator.estimator) is not OveruseEstimator
+    ):
+        raise AiortcInternalsChanged("RemoteBitrateEstimator's parts changed")
+    estimator.incoming_bitrate = RateWindow(counter._window_size, counter._scale)
+    estimator.inter_arrival = GroupedArrivals(arrivals.group_length, arrivals.timestamp_to_ms)
+    estimator.estimator = FramePeriodEstimator()
+    return estimator
 
 
 # -- forwarding fast path (driven by fastpath.py) ----------------------------------------------
