@@ -7,11 +7,13 @@ libsrtp and the kernel) and the subscriptions' own step (``push``). What is left
 server's CPU time is the event loop, timers and RTCP. The clock is the wall's: on a busy
 machine a part includes the time the process waited for a core, and the wrappers cost about
 0.3 us a call, so the parts can add up to more than ``us_per_packet``; compare them within one
-run.
+run. ``SFU_BENCH_TIMING_CPU=1`` takes the thread's CPU clock instead (no waiting counted, but
+a system call per reading: the wrappers then cost more).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,7 +47,7 @@ def install(counts: dict[str, Any]) -> None:
 
 def _timed(fn: Callable[..., Any], acc: dict[str, int], key: str) -> Callable[..., Any]:
     calls = f"{key}_n"
-    clock = time.perf_counter_ns
+    clock = time.thread_time_ns if os.environ.get("SFU_BENCH_TIMING_CPU") else time.perf_counter_ns
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         t0 = clock()

@@ -84,9 +84,14 @@ class FrameHistory(dict[int, Any]):
 
     def __init__(self) -> None:
         super().__init__()
-        #: (first seq, payloads, picture id or None, pt, ts, ssrc, extensions), oldest first
-        self._frames: deque[tuple[int, list[bytes], int | None, int, int, int, Any]] = deque()
-        self._held = 0
+        #: (first seq, payloads, picture id or None, pt, ts, ssrc, extensions), oldest first;
+        #: every frame has a packet, so the last 128 frames hold at least the 128 packets
+        #: aiortc's history answers for (the newest per ``seq % 128``: older ones never are)
+        self._frames: deque[tuple[int, list[bytes], int | None, int, int, int, Any]] = deque(
+            maxlen=_RTP_HISTORY_SIZE
+        )
+        #: ``record`` without the method call (the fast path's per-frame step)
+        self.append = self._frames.append
 
     def record(
         self,
@@ -100,11 +105,7 @@ class FrameHistory(dict[int, Any]):
     ) -> None:
         """Hold a frame sent from ``first_seq`` on; ``extensions`` are its header extensions,
         or ``(mid, abs-send-time)`` to make them from when a packet is asked for."""
-        frames = self._frames
-        frames.append((first_seq, payloads, picture_id, pt, ts, ssrc, extensions))
-        self._held += len(payloads)
-        while len(frames) > 1 and self._held - len(frames[0][1]) >= _RTP_HISTORY_SIZE:
-            self._held -= len(frames.popleft()[1])
+        self._frames.append((first_seq, payloads, picture_id, pt, ts, ssrc, extensions))
 
     def get(self, key: int, default: Any = None) -> Any:
         for first, payloads, picture_id, pt, ts, ssrc, extensions in reversed(self._frames):
@@ -157,7 +158,6 @@ class FrameHistory(dict[int, Any]):
 
     def clear(self) -> None:
         self._frames.clear()
-        self._held = 0
         super().clear()
 
 
@@ -476,7 +476,9 @@ class FastSender:
         seq = self.sequence
         count = len(payloads)
         pt, ssrc, link, out = armed.pt, armed.ssrc, armed.link, self._out
-        armed.history.record(seq, payloads, picture_id, pt, ts, ssrc, (template.mid, abs_send_time))
+        armed.history.append(
+            (seq, payloads, picture_id, pt, ts, ssrc, (template.mid, abs_send_time))
+        )
         rc = self.native.send_frame(
             link.fd, link.family, link.ip, link.port, self.native.protect_fn, link.srtp,
             armed.first, pt, seq, ts, ssrc, template.block, len(template.block),

@@ -206,18 +206,15 @@ class ForwardedTrack(MediaStreamTrack):
     def __init__(self, sub: Subscription) -> None:
         super().__init__()
         self.kind = sub.kind
-        self._sub: Subscription | None = sub
+        #: the subscription served (None: idle); a plain attribute, read per frame
+        self.subscription: Subscription | None = sub
         self._wakeup = asyncio.Event()
         self._last: tuple[Subscription, EncodedFrame] | None = None  # latency sample pending
         self.live = True  # readyState == "live", as a plain attribute (read per frame)
 
-    @property
-    def subscription(self) -> Subscription | None:
-        return self._sub
-
     def retarget(self, sub: Subscription | None, new_id: bool = False) -> None:
         """Serve ``sub`` from now on (``None``: idle)."""
-        self._sub = sub
+        self.subscription = sub
         self._last = None
         if new_id:
             self._id = str(uuid.uuid4())
@@ -236,7 +233,7 @@ class ForwardedTrack(MediaStreamTrack):
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
-            sub = self._sub
+            sub = self.subscription
             if sub is not None:
                 if not sub.pulling:
                     sub.on_first_pull()
@@ -254,7 +251,7 @@ class ForwardedTrack(MediaStreamTrack):
         """The next frame for a consumer that sends from the forwarder's own stack (the fast
         path's :func:`~media.fastpath.direct_sender`), with ``recv()``'s
         bookkeeping; None when nothing is due or the sender has not started pulling."""
-        sub = self._sub
+        sub = self.subscription
         if sub is None or not sub.pulling or not sub.queue or not self.live:
             return None
         frame = sub.queue.popleft()
@@ -264,8 +261,8 @@ class ForwardedTrack(MediaStreamTrack):
 
     def sent(self, frame: EncodedFrame) -> None:
         """A frame from :meth:`take` left: its latency sample (``recv()`` takes it later)."""
-        if self._sub is not None:
-            self._sub.latencies.append(time.monotonic() - frame.arrival)
+        if self.subscription is not None:
+            self.subscription.latencies.append(time.monotonic() - frame.arrival)
 
     def stop(self) -> None:
         self.live = False
@@ -323,8 +320,7 @@ class Subscription:
         self.transceiver: RTCRtpTransceiver | None = None
         self.sender: RTCRtpSender | None = None
         self._last_pli = -1e9
-        self._rebase_pending = False
-        self._last_out_ts: int | None = None
+        self._rebase_pending = False  # the next frame's timestamp follows the packer's last
         self.frames_forwarded = 0
         self.bytes_forwarded = 0
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
@@ -381,7 +377,6 @@ class Subscription:
         if previous is not None:
             self.packer = previous
         if self.packer.last_timestamp is not None:
-            self._last_out_ts = self.packer.last_timestamp
             self._rebase_pending = True
         self.bind(transceiver)
         transceiver.sender.replaceTrack(track)  # the new track id goes into the next offer
@@ -453,17 +448,19 @@ class Subscription:
 
     def count_out(self, frame: EncodedFrame) -> None:
         """``frame`` leaves for the subscriber now: its timestamp rebased, and counted."""
-        self.rebase(frame)
+        if self._rebase_pending:
+            self.rebase(frame)
         self.frames_forwarded += 1
         self.bytes_forwarded += len(frame.data)
 
     def rebase(self, frame: EncodedFrame) -> None:
-        """Keep the outgoing RTP timestamps continuous across a layer switch."""
-        if self._rebase_pending and self._last_out_ts is not None:
-            step = 3000 if self.kind == "video" else 960
-            self.packer.timestamp_offset = self._last_out_ts + step - frame.timestamp
+        """Keep the outgoing RTP timestamps continuous across a layer switch: ``frame`` (the
+        first from the new source) follows the last frame the packer sent by one frame."""
         self._rebase_pending = False
-        self._last_out_ts = frame.timestamp + self.packer.timestamp_offset
+        last = self.packer.last_timestamp
+        if last is not None:
+            step = 3000 if self.kind == "video" else 960
+            self.packer.timestamp_offset = last + step - frame.timestamp
 
     # -- control ----------------------------------------------------------------------------
     def set_paused(self, paused: bool) -> None:

@@ -166,6 +166,10 @@ def test_frame_history_answers_like_aiortcs_packet_dict() -> None:
         (last - 1) & 0xFFFF,
         (last - 2) & 0xFFFF,
     ]
-    assert len(history._frames) <= 65  # frames beyond the 128 packets are let go
+    assert len(history._frames) == 100  # every frame still answers for a key
+    for n in range(100, 300):
+        history.record((seq + 2 * n) & 0xFFFF, shared, 300 + n, 97, 1000 * n, 7, ext)
+    assert len(history._frames) == 128  # older ones are let go (none answers for a key)
+    assert len(history.values()) == 128
     history.clear()
     assert history.get(5) is None and not history and history.newest(1) == []
