@@ -230,6 +230,36 @@ async def test_a_closed_transport_is_never_written_by_descriptor_number(
     assert fast.native_frames == 1  # asyncio's closed transport got it (and dropped it)
 
 
+async def test_an_armed_sender_stands_down_when_its_link_changes(
+    native_sender: tuple[FastSender, Any, socket.socket],
+) -> None:
+    """Once armed, direct frames skip the per-frame link walk; a backlog in asyncio or a
+    closed transport still sends them the whole way (order kept, no write by stale fd)."""
+    fast, transport, rx = native_sender
+    frames = _frames()
+    await fast.send_frame(frames[1], VP8)
+    assert fast._armed is not None and fast.native_frames == 1
+    real = transport.get_write_buffer_size
+    transport.get_write_buffer_size = lambda: 1  # datagrams asyncio still holds go first
+    try:
+        assert fast.ready()  # the link is up: the frame goes, in Python behind the backlog
+        fast.forward(frames[2])
+    finally:
+        transport.get_write_buffer_size = real
+    assert fast._armed is None and fast.native_frames == 1 and fast.direct_frames == 1
+    assert fast.ready()
+    fast.forward(frames[2])  # the backlog gone: through the compiled send, armed again
+    assert fast.native_frames == 2 and fast._armed is not None
+    got = [rx.recv(2048) for _ in range(fast.packets)]
+    inbound = _session("in")
+    seqs = [RtpPacket.parse(inbound.unprotect(d)).sequence_number for d in got]
+    assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(len(seqs))]
+    transport.close()
+    fast.ready()
+    fast.forward(frames[1])
+    assert fast._armed is None and fast.native_frames == 2  # never by descriptor number
+
+
 def test_a_session_that_is_not_pylibsrtp_stays_in_python() -> None:
     native = _native()
 
