@@ -26,6 +26,8 @@ from .aiortc_patch import (
     send_rtcp,
     share_remb_estimator,
 )
+from .native_send import load as load_native
+from .remb_filters import CompiledEstimator
 from .twcc import TwccRecorder
 
 logger = logging.getLogger(__name__)
@@ -80,9 +82,10 @@ class ThrottledRemb:
 class PublisherFeedback:
     """Bandwidth feedback for one publisher peer connection (the server only receives)."""
 
-    def __init__(self, pc: RTCPeerConnection, remb: bool = True) -> None:
+    def __init__(self, pc: RTCPeerConnection, remb: bool = True, compiled: bool = True) -> None:
         self.pc = pc
         self.remb = remb
+        self.compiled = compiled  # the REMB estimator in C when built (remb_filters.py)
         self.transport_cc = False
         self.recorder = TwccRecorder()
         self._media_ssrc = 0
@@ -100,7 +103,9 @@ class PublisherFeedback:
                 self._task = asyncio.ensure_future(self._run())
         elif self.remb:
             if self._estimator is None:
-                self._estimator = ThrottledRemb(new_remb_estimator())
+                native = load_native() if self.compiled else None
+                estimator = CompiledEstimator(native) if native else new_remb_estimator()
+                self._estimator = ThrottledRemb(estimator)
             share_remb_estimator(self.pc, self._estimator)
         else:
             share_remb_estimator(self.pc, None)

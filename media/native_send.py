@@ -1,4 +1,5 @@
-"""The compiled half of the forwarding fast path (``media/native/fastsend.c``), through cffi.
+"""The compiled half of the forwarding fast path (``media/native/fastsend.c``), through cffi
+(the same library holds the compiled REMB estimator, ``remb.c``: media/remb_filters.py).
 
 One call per frame and subscriber writes the frame's RTP headers, protects every packet with
 the sender's own libsrtp session (pylibsrtp's ``srtp_protect`` and session pointer, passed to
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 LIBRARY = Path(__file__).with_name("native") / "libtcfastsend.so"
 MTU = 1500  # the C side's largest packet before protection (TC_MTU)
-ABI_VERSION = 4
+ABI_VERSION = 5
 
 _CDEF = """
 int tc_abi_version(void);
@@ -34,6 +35,13 @@ int tc_send_frame(int fd, int family, const char *host, int port, void *protect_
                   const char *ext, int ext_len, const char *payloads, const char *lengths,
                   int count, int picture_id, int picture_id_at, int gso, int abs_at,
                   uint32_t abs_send_time, int *out);
+typedef struct tc_remb tc_remb;
+tc_remb *tc_remb_new(void);
+void tc_remb_free(tc_remb *r);
+int tc_remb_add(tc_remb *r, int64_t arrival_ms, uint32_t abs_send_time, int payload_size,
+                int64_t *bitrate);
+int tc_remb_hypothesis(const tc_remb *r);
+double tc_remb_state(const tc_remb *r, int which);
 """
 
 

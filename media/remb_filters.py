@@ -17,9 +17,17 @@ Both are drop-in: same attributes the estimator reads, same return values, check
 aiortc's own classes on random packet sequences (tests/media/test_remb_filters.py). The Kalman
 filter, detector and rate control (run per packet group or per estimate) stay aiortc's.
 :func:`~media.aiortc_patch.new_remb_estimator` puts them into the estimator.
+
+Even so the estimator remained the largest single part of the server's interpreter time in the
+room, so the whole of it is also compiled (``media/native/remb.c``, aiortc's arithmetic step for
+step): :class:`CompiledEstimator`, used when the library is built and ``media.native_send`` is
+on; this module's Python parts are the fallback. Both are compared with aiortc's own estimator,
+estimate for estimate.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiortc.rate import (
     BURST_DELTA_THRESHOLD_MS,
@@ -153,3 +161,36 @@ class FramePeriodEstimator(OveruseEstimator):
         shortest = min(history) if history else ts_delta
         history.append(ts_delta)
         return shortest if shortest < ts_delta else ts_delta
+
+
+class CompiledEstimator:
+    """aiortc's ``RemoteBitrateEstimator`` in C (``media/native/remb.c``): the same ``add``,
+    the same estimates; the SSRCs a REMB names are kept here, as aiortc keeps them."""
+
+    def __init__(self, native: Any) -> None:
+        state = native.lib.tc_remb_new()
+        if state == native.ffi.NULL:
+            raise MemoryError("tc_remb_new")
+        self._state = native.ffi.gc(state, native.lib.tc_remb_free)
+        self._add = native.lib.tc_remb_add
+        self._lib = native.lib
+        self._bitrate = native.ffi.new("int64_t *")
+        self.ssrcs: dict[int, int] = {}
+
+    def add(
+        self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int
+    ) -> tuple[int, list[int]] | None:
+        self.ssrcs[ssrc] = arrival_time_ms
+        if self._add(self._state, arrival_time_ms, abs_send_time, payload_size, self._bitrate):
+            return self._bitrate[0], list(self.ssrcs)
+        return None
+
+    @property
+    def hypothesis(self) -> int:
+        """The overuse detector's state (aiortc's ``BandwidthUsage`` value)."""
+        return int(self._lib.tc_remb_hypothesis(self._state))
+
+    def state(self) -> tuple[float, ...]:
+        """(offset, slope, noise variance, detector threshold, current bitrate, max-throughput
+        variance): what the tests compare with aiortc's objects."""
+        return tuple(float(self._lib.tc_remb_state(self._state, i)) for i in range(6))

@@ -181,7 +181,9 @@ class PeerSession:
             if self.pub_pc is None:
                 self.pub_pc = self.ice.new_peer_connection()
                 self._watch(self.pub_pc, "publisher")
-                self.pub_feedback = PublisherFeedback(self.pub_pc, remb=settings.publisher_remb)
+                self.pub_feedback = PublisherFeedback(
+                    self.pub_pc, remb=settings.publisher_remb, compiled=settings.native_send
+                )
             pc = self.pub_pc
             if pc.signalingState != "stable":
                 raise MediaError("negotiation_in_progress", "publisher PC is not stable")

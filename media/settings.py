@@ -58,8 +58,9 @@ class MediaSettings(BaseModel):
     # instead of through aiortc's per-packet coroutines; false: aiortc's own send path.
     fast_path: bool = True
     # On the fast path, a frame's packets are written, protected and sent by one call into C
-    # (media/native, one sendmmsg per frame and subscriber) when scripts/setup-venv.sh built it;
-    # false, or not built: the same work in Python (native_send.py).
+    # (media/native, one sendmmsg per frame and subscriber) when scripts/setup-venv.sh built it,
+    # and the publishers' REMB estimator runs in C (remb.c); false, or not built: the same work
+    # in Python (native_send.py, remb_filters.py).
     native_send: bool = True
     # The compiled send hands each run of equal-sized packets (a video frame's, but the last)
     # to the kernel as one message cut into datagrams at the end (Linux UDP GSO, UDP_SEGMENT):

@@ -42,8 +42,9 @@ if [ ! -f "$stamp" ]; then
   say "Python packages installed in $(( $(date +%s) - started )) s ($(du -sh .venv | cut -f1) in .venv; log: $log)"
 fi
 
-# the forwarding fast path's compiled send (media/native/fastsend.c; the server forwards in
-# Python without it, with a log line saying so)
-if [ ! -f media/native/libtcfastsend.so ] || [ media/native/fastsend.c -nt media/native/libtcfastsend.so ]; then
+# the forwarding fast path's compiled send and REMB estimator (media/native/*.c; the server
+# does the same work in Python without them, with a log line saying so)
+so=media/native/libtcfastsend.so
+if [ ! -f $so ] || [ media/native/fastsend.c -nt $so ] || [ media/native/remb.c -nt $so ]; then
   bash media/native/build.sh
 fi

@@ -41,7 +41,7 @@ static union { /* one UDP_SEGMENT control message per message */
 } controls[TC_BATCH];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* cffi releases the GIL */
 
-int tc_abi_version(void) { return 4; }
+int tc_abi_version(void) { return 5; }
 
 static int address(int family, const char *host, int port, struct sockaddr_storage *ss,
                    socklen_t *len)

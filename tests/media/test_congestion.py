@@ -11,6 +11,8 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
 from media.aiortc_patch import TWCC_URI, answer_transport_cc
 from media.client import SyntheticVideoTrack
+from media.native_send import load
+from media.remb_filters import CompiledEstimator
 
 from .conftest import Harness, wait_for
 
@@ -37,6 +39,10 @@ async def test_one_remb_per_connection_covers_both_camera_layers(harness: Harnes
     both = sorted(s._ssrc for s in senders)
     # every REMB lists both streams (aiortc's own: one REMB per stream, each from its bytes)
     assert all(r == both for r in rembs), (rembs, both)
+    feedback = harness.room.sessions["alice"].pub_feedback
+    assert feedback is not None and feedback.rembs[0] >= 2  # (each went to both senders)
+    if load() is not None:  # built: the compiled estimator (remb.c) made them
+        assert isinstance(feedback._estimator._estimator, CompiledEstimator)
 
 
 async def test_answer_accepts_transport_cc_when_offered() -> None:

@@ -1,13 +1,16 @@
-"""media/remb_filters.py gives aiortc's REMB estimator the very results of aiortc's own parts."""
+"""media/remb_filters.py gives aiortc's REMB estimator the very results of aiortc's own parts,
+and the compiled estimator (media/native/remb.c) gives aiortc's estimates, every one."""
 
 from __future__ import annotations
 
 import random
 
+import pytest
 from aiortc.rate import InterArrival, RateCounter, RemoteBitrateEstimator
 
 from media.aiortc_patch import new_remb_estimator
-from media.remb_filters import GroupedArrivals, RateWindow
+from media.native_send import load
+from media.remb_filters import CompiledEstimator, GroupedArrivals, RateWindow
 
 
 def _arrivals(seed: int, packets: int = 6000) -> list[tuple[int, int, int]]:
@@ -91,3 +94,50 @@ def test_the_estimator_with_them_sends_the_same_rembs() -> None:
         assert estimates > 20
         assert ours.detector.hypothesis == theirs.detector.hypothesis
         assert ours.estimator.offset() == theirs.estimator.offset()
+
+
+def _state(estimator: RemoteBitrateEstimator) -> tuple[float, ...]:
+    """What CompiledEstimator.state() gives, from aiortc's objects."""
+    return (
+        estimator.estimator.offset(),
+        estimator.estimator.slope,
+        estimator.estimator.var_noise,
+        estimator.detector.threshold,
+        estimator.rate_control.current_bitrate,
+        estimator.rate_control.var_max_bitrate_kbps,
+    )
+
+
+def test_the_compiled_estimator_sends_the_same_rembs() -> None:
+    """remb.c against aiortc's estimator: every estimate equal, and the detector's, Kalman
+    filter's and rate control's state equal after each packet (a difference shows where it
+    starts)."""
+    native = load()
+    if native is None:
+        pytest.skip("media/native not built (scripts/setup-venv.sh builds it)")
+    for seed in (21, 22, 23, 24):
+        ours, theirs = CompiledEstimator(native), RemoteBitrateEstimator()
+        estimates = 0
+        states = set()
+        for i, (at, abs_send, size) in enumerate(_arrivals(seed)):
+            ssrc = 5 if i % 50 else 6  # (a REMB names every SSRC seen, in order)
+            a = ours.add(arrival_time_ms=at, abs_send_time=abs_send, payload_size=size, ssrc=ssrc)
+            b = theirs.add(arrival_time_ms=at, abs_send_time=abs_send, payload_size=size, ssrc=ssrc)
+            assert a == b, (seed, i)
+            assert ours.hypothesis == theirs.detector.hypothesis.value, (seed, i)
+            assert ours.state() == _state(theirs), (seed, i)
+            estimates += a is not None
+            states.add(ours.hypothesis)
+        assert estimates > 20 and states == {0, 1, 2}  # normal, underuse and overuse all seen
+
+
+def test_the_compiled_estimator_at_ntp_scale_arrival_times() -> None:
+    """The receive path hands arrival times in ms since 1900 (about 3.9e12): still equal."""
+    native = load()
+    if native is None:
+        pytest.skip("media/native not built (scripts/setup-venv.sh builds it)")
+    ours, theirs = CompiledEstimator(native), RemoteBitrateEstimator()
+    epoch = 3_974_000_000_000
+    for at, abs_send, size in _arrivals(31, 3000):
+        kw = {"arrival_time_ms": epoch + at, "abs_send_time": abs_send, "payload_size": size}
+        assert ours.add(ssrc=9, **kw) == theirs.add(ssrc=9, **kw)
