@@ -30,7 +30,7 @@ from aiortc.codecs import is_rtx
 from aiortc.codecs.h264 import h264_depayload
 from aiortc.codecs.vpx import vp8_depayload
 from aiortc.jitterbuffer import JitterBuffer
-from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtcrtpreceiver import RTP_HISTORY_SIZE, NackGenerator, StreamStatistics
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, is_rtcp, pack_remb_fci
 
 from .aiortc_patch import _DTLS_CONNECTED, ArrivalClock, _require
@@ -200,9 +200,11 @@ def lean_rtp_handler(receiver: RTCRtpReceiver) -> Callable[[RtpPacket, int], Non
     tap_receiver`) and a media payload type, it does aiortc's steps in aiortc's order on
     aiortc's own objects: REMB estimator, last-seen time of the SSRC, receiver statistics,
     NACK generator, depayload, assembler, PLI on a decoder error. It skips the coroutine per
-    packet and the codec-name parsing per packet (a table per payload type), and refreshes the
-    last-seen datetime at most every :data:`ACTIVE_SSRC_REFRESH_S`. RTX packets, unknown
-    payload types and an untapped receiver take aiortc's own handler. Made once per receiver.
+    packet and the codec-name parsing per packet (a table per payload type), refreshes the
+    last-seen datetime at most every :data:`ACTIVE_SSRC_REFRESH_S`, and puts a
+    :class:`LeanNackGenerator` (the same state) in place of aiortc's NACK generator. RTX
+    packets, unknown payload types and an untapped receiver take aiortc's own handler. Made
+    once per receiver.
     """
     for attr in _RX_ATTRS:
         _require(receiver, _RX + attr)
@@ -210,6 +212,10 @@ def lean_rtp_handler(receiver: RTCRtpReceiver) -> Callable[[RtpPacket, int], Non
         _require(receiver, attr)
     _require(receiver, "_send_rtcp_pli")
     state = receiver.__dict__
+    nack_state = state[_RX + "nack_generator"]
+    if type(nack_state) is NackGenerator:  # the same state, less work per packet
+        lean = state[_RX + "nack_generator"] = LeanNackGenerator()
+        lean.max_seq, lean.missing = nack_state.max_seq, nack_state.missing
     slow = receiver._handle_rtp_packet
     video = state[_RX + "kind"] == "video"
     table: dict[int, tuple[int, Callable[[bytes], bytes]] | None] = {}
@@ -271,6 +277,39 @@ def lean_rtp_handler(receiver: RTCRtpReceiver) -> Callable[[RtpPacket, int], Non
 
     state[_LEAN_ATTR] = handle
     return handle
+
+
+class LeanNackGenerator(NackGenerator):
+    """aiortc's ``NackGenerator`` (missing sequence numbers, the last 128 kept) with its
+    16-bit comparisons inlined, and no walk of the missing set while it is empty: the same
+    ``max_seq``, ``missing`` and return values (tests/media/test_inline_receive.py)."""
+
+    def add(self, packet: RtpPacket) -> bool:
+        seq = packet.sequence_number
+        max_seq = self.max_seq
+        if max_seq is None:
+            self.max_seq = seq
+            return False
+        missed = False
+        if 0 < (seq - max_seq) & 0xFFFF < 0x8000:  # uint16_gt(seq, max_seq)
+            nxt = (max_seq + 1) & 0xFFFF
+            while 0 < (seq - nxt) & 0xFFFF < 0x8000:
+                self.missing.add(nxt)
+                missed = True
+                nxt = (nxt + 1) & 0xFFFF
+            self.max_seq = seq
+        else:
+            self.missing.discard(seq)
+        if self.missing:
+            self.truncate()
+        return missed
+
+    def truncate(self) -> None:
+        if self.max_seq is not None and self.missing:
+            min_seq = (self.max_seq - RTP_HISTORY_SIZE) & 0xFFFF
+            for seq in list(self.missing):
+                if 0 < (min_seq - seq) & 0xFFFF < 0x8000:  # uint16_gt(min_seq, seq)
+                    self.missing.discard(seq)
 
 
 def _depayloader(codec: Any) -> Callable[[bytes], bytes]:
