@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 import types
 from collections.abc import Callable
@@ -31,7 +32,14 @@ from aiortc.codecs.h264 import h264_depayload
 from aiortc.codecs.vpx import vp8_depayload
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcrtpreceiver import RTP_HISTORY_SIZE, NackGenerator, StreamStatistics
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, is_rtcp, pack_remb_fci
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    HeaderExtensions,
+    RtcpPsfbPacket,
+    RtpPacket,
+    is_rtcp,
+    pack_remb_fci,
+)
 
 from .aiortc_patch import _DTLS_CONNECTED, ArrivalClock, _require
 
@@ -49,10 +57,10 @@ def receive_rtp_inline(pc: RTCPeerConnection) -> int:
     transport's task then wakes for it and goes through four coroutines before the packet
     reaches its receiver. For an RTP packet (not RTCP, DTLS or STUN) that arrives while that
     queue is empty (order kept) on a connected transport, this does the same work right in the
-    callback: counts, SRTP unprotect, parse, route, and the receiver's ``_handle_rtp_packet``,
-    run eagerly (:func:`run_eagerly`: to its end unless it really waits, then in a task).
-    Arrival time: the kernel's when :func:`kernel_arrival_times` is on. Everything else takes
-    aiortc's path. Call once the transceivers exist, before or after
+    callback: counts, SRTP unprotect, parse (:class:`RtpParser`), route, and the receiver's
+    ``_handle_rtp_packet``, run eagerly (:func:`run_eagerly`: to its end unless it really
+    waits, then in a task). Arrival time: the kernel's when :func:`kernel_arrival_times` is
+    on. Everything else takes aiortc's path. Call once the transceivers exist, before or after
     :func:`observe_transport_rtp`; idempotent. Returns how many connections were switched.
     """
     switched = 0
@@ -72,6 +80,7 @@ def receive_rtp_inline(pc: RTCPeerConnection) -> int:
         connection._sfu_inline_packets = 0
         queue = connection._queue
         state = dtls.__dict__
+        parse = _parser(dtls).parse
 
         def data_received(
             data: bytes,
@@ -80,6 +89,7 @@ def receive_rtp_inline(pc: RTCPeerConnection) -> int:
             _d: Any = dtls,
             _q: Any = queue,
             _s: dict[str, Any] = state,
+            _parse: Callable[[bytes], RtpPacket] = parse,
         ) -> None:
             srtp = _d._rx_srtp
             if (
@@ -102,7 +112,7 @@ def receive_rtp_inline(pc: RTCPeerConnection) -> int:
             _s[_DTLS_RX[1]] += 1
             try:
                 plain = srtp.unprotect(data)
-                packet = RtpPacket.parse(plain, _d._rtp_header_extensions_map)
+                packet = _parse(plain)
             except (pylibsrtp.Error, ValueError):
                 return  # aiortc drops these too (logged at debug there)
             if clock is not None:
@@ -123,6 +133,14 @@ def receive_rtp_inline(pc: RTCPeerConnection) -> int:
         connection.data_received = data_received  # type: ignore[method-assign]
         switched += 1
     return switched
+
+
+def _parser(dtls: Any) -> RtpParser:
+    """The transport's :class:`RtpParser` (one per DTLS transport, made once)."""
+    parser: RtpParser | None = dtls.__dict__.get("_sfu_rtp_parser")
+    if parser is None:
+        parser = dtls.__dict__["_sfu_rtp_parser"] = RtpParser(dtls._rtp_header_extensions_map)
+    return parser
 
 
 def inline_received(pc: RTCPeerConnection) -> int:
@@ -277,6 +295,149 @@ def lean_rtp_handler(receiver: RTCRtpReceiver) -> Callable[[RtpPacket, int], Non
 
     state[_LEAN_ATTR] = handle
     return handle
+
+
+_RTP_HEADER = struct.Struct("!BBHLL")
+_U32 = struct.Struct("!L")
+_I32 = struct.Struct("!l")
+_U16 = struct.Struct("!H")
+_U8 = struct.Struct("!B")
+#: aiortc's HeaderExtensionsMap.get checks the ids in this order (the first match wins)
+_EXTENSION_KINDS = (
+    "mid",
+    "repaired_rtp_stream_id",
+    "rtp_stream_id",
+    "abs_send_time",
+    "transmission_offset",
+    "audio_level",
+    "transport_sequence_number",
+)
+
+
+class RtpParser:
+    """aiortc's ``RtpPacket.parse`` with one transport's header-extension map: the same
+    packets and the same errors (tests/media/test_inline_receive.py), with less work per
+    packet: one ``HeaderExtensions`` object instead of two, no keyword ``__init__``, a table
+    from extension id to field instead of a chain of comparisons, no list of (id, value).
+    The table follows the map: its ``configure`` (called by aiortc when a receiver or sender
+    registers) is wrapped to rebuild it."""
+
+    def __init__(self, ext_map: Any) -> None:
+        _require(ext_map, "_HeaderExtensionsMap__ids")
+        self._map = ext_map
+        self._table: dict[int, str] = {}
+        self._refresh()
+        original = ext_map.configure
+
+        def configure(parameters: Any, _o: Callable[[Any], None] = original) -> None:
+            _o(parameters)
+            self._refresh()
+
+        ext_map.configure = configure
+
+    def _refresh(self) -> None:
+        ids = self._map._HeaderExtensionsMap__ids
+        table: dict[int, str] = {}
+        for kind in reversed(_EXTENSION_KINDS):  # earlier kinds win, as in aiortc's chain
+            x_id = getattr(ids, kind)
+            if x_id is not None:
+                table[x_id] = kind
+        self._table = table
+
+    def parse(self, data: bytes) -> RtpPacket:
+        size = len(data)
+        if size < 12:
+            raise ValueError("RTP packet length is less than 12 bytes")
+        v_p_x_cc, m_pt, sequence_number, timestamp, ssrc = _RTP_HEADER.unpack_from(data)
+        if v_p_x_cc >> 6 != 2:
+            raise ValueError("RTP packet has invalid version")
+        cc = v_p_x_cc & 0x0F
+        pos = 12 + 4 * cc
+        if size < pos:
+            raise ValueError("RTP packet has truncated CSRC")
+        packet = RtpPacket.__new__(RtpPacket)
+        packet.version = 2
+        packet.marker = m_pt >> 7
+        packet.payload_type = m_pt & 0x7F
+        packet.sequence_number = sequence_number
+        packet.timestamp = timestamp
+        packet.ssrc = ssrc
+        packet.csrc = [_U32.unpack_from(data, 12 + 4 * i)[0] for i in range(cc)] if cc else []
+        values = packet.extensions = HeaderExtensions()
+        packet.padding_size = 0
+        if v_p_x_cc & 0x10:
+            if size < pos + 4:
+                raise ValueError("RTP packet has truncated extension profile / length")
+            profile, length = _PROFILE.unpack_from(data, pos)
+            length *= 4
+            pos += 4
+            if size < pos + length:
+                raise ValueError("RTP packet has truncated extension value")
+            self._extensions(values, profile, data[pos : pos + length])
+            pos += length
+        if v_p_x_cc & 0x20:
+            padding = data[-1]
+            if not padding or padding > size - pos:
+                raise ValueError("RTP packet padding length is invalid")
+            packet.padding_size = padding
+            packet.payload = data[pos:-padding]
+        else:
+            packet.payload = data[pos:]
+        return packet
+
+    def _extensions(self, values: HeaderExtensions, profile: int, block: bytes) -> None:
+        table = self._table
+        end = len(block)
+        pos = 0
+        if profile == 0xBEDE:  # one-byte headers
+            while pos < end:
+                first = block[pos]
+                if first == 0:  # padding
+                    pos += 1
+                    continue
+                length = (first & 0x0F) + 1
+                pos += 1
+                if end < pos + length:
+                    raise ValueError("RTP one-byte header extension value is truncated")
+                kind = table.get(first >> 4)
+                if kind is not None:
+                    _decode(values, kind, block[pos : pos + length])
+                pos += length
+        elif profile == 0x1000:  # two-byte headers
+            while pos < end:
+                if block[pos] == 0:
+                    pos += 1
+                    continue
+                if end < pos + 2:
+                    raise ValueError("RTP two-byte header extension is truncated")
+                x_id, length = block[pos], block[pos + 1]
+                pos += 2
+                if end < pos + length:
+                    raise ValueError("RTP two-byte header extension value is truncated")
+                kind = table.get(x_id)
+                if kind is not None:
+                    _decode(values, kind, block[pos : pos + length])
+                pos += length
+
+
+_PROFILE = struct.Struct("!HH")
+
+
+def _decode(values: HeaderExtensions, kind: str, value: bytes) -> None:
+    """One extension's value, decoded as aiortc's HeaderExtensionsMap.get does."""
+    if kind == "abs_send_time":
+        values.abs_send_time = _U32.unpack(b"\x00" + value)[0]
+    elif kind == "audio_level":
+        vad_level = _U8.unpack(value)[0]
+        values.audio_level = (vad_level & 0x80 == 0x80, vad_level & 0x7F)
+    elif kind == "transport_sequence_number":
+        values.transport_sequence_number = _U16.unpack(value)[0]
+    elif kind == "mid":
+        values.mid = value.decode("utf8")
+    elif kind == "transmission_offset":
+        values.transmission_offset = _I32.unpack(value + b"\x00")[0] >> 8
+    else:  # repaired_rtp_stream_id, rtp_stream_id
+        setattr(values, kind, value.decode("ascii"))
 
 
 class LeanNackGenerator(NackGenerator):

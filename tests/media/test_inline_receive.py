@@ -10,13 +10,18 @@ from typing import Any
 import pytest
 from aiortc import RTCRtpReceiver
 from aiortc.codecs.vpx import Vp8Encoder
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpParameters,
+)
 from aiortc.rtcrtpreceiver import NackGenerator
-from aiortc.rtp import RtcpPacket, RtpPacket, wrap_rtx
+from aiortc.rtp import HeaderExtensionsMap, RtcpPacket, RtpPacket, wrap_rtx
 
 from media.aiortc_patch import tap_receiver
 from media.aiortc_receive import (
     LeanNackGenerator,
+    RtpParser,
     inline_received,
     lean_rtp_handler,
     run_eagerly,
@@ -177,3 +182,93 @@ def test_the_lean_nack_generator_tracks_what_aiortcs_does() -> None:
         assert ours.add(packet) == theirs.add(packet), i
         assert (ours.max_seq, ours.missing) == (theirs.max_seq, theirs.missing), i
     assert ours.missing  # (losses were still being tracked at the end)
+
+
+_URIS = {
+    1: "urn:ietf:params:rtp-hdrext:sdes:mid",
+    2: "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+    3: "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+    4: "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+    5: "urn:ietf:params:rtp-hdrext:toffset",
+    6: "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+    7: "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+}
+_VALUE_SIZES = {1: 1, 2: 3, 3: 1, 4: 2, 5: 3, 6: 2, 7: 2, 9: 4}  # 9: not negotiated
+
+
+def _random_rtp(rng: random.Random) -> bytes:
+    """An RTP packet as a publisher might send it, sometimes cut short or malformed."""
+    cc = rng.choice((0, 0, 0, 1, 3))
+    elements = [(i, bytes(rng.randrange(48, 122) for _ in range(_VALUE_SIZES[i])))
+                for i in rng.sample(sorted(_VALUE_SIZES), rng.randrange(0, 5))]  # fmt: skip
+    two_byte = rng.random() < 0.2
+    block = b""
+    for x_id, value in elements:
+        if two_byte:
+            block += bytes((x_id, len(value))) + value
+        else:
+            block += bytes(((x_id << 4) | (len(value) - 1),)) + value
+        if rng.random() < 0.2:
+            block += b"\x00"  # padding between elements
+    block += b"\x00" * (-len(block) % 4)
+    profile = 0x1000 if two_byte else rng.choice((0xBEDE, 0xBEDE, 0xBEDE, 0x1234))
+    has_ext = bool(elements) or rng.random() < 0.1
+    padding = rng.choice((0, 0, 0, 1, 4))
+    first = 0x80 | (0x20 if padding else 0) | (0x10 if has_ext else 0) | cc
+    data = bytes((first, rng.randrange(256))) + rng.randbytes(10)
+    data += rng.randbytes(4 * cc)
+    if has_ext:
+        data += profile.to_bytes(2, "big") + (len(block) // 4).to_bytes(2, "big") + block
+    data += rng.randbytes(rng.randrange(0, 40))
+    if padding:
+        data += bytes(padding - 1) + bytes((padding,))
+    cut = rng.random()
+    if cut < 0.05:
+        data = data[: rng.randrange(len(data))]  # truncated anywhere
+    elif cut < 0.07:
+        data = bytes((data[0] & 0x3F,)) + data[1:]  # version 0
+    elif cut < 0.09 and padding:
+        data = data[:-1] + b"\xff"  # padding longer than the packet
+    return data
+
+
+def _outcome(parse: Any, data: bytes) -> Any:
+    try:
+        p = parse(data)
+    except Exception as exc:  # the same error, or none
+        return type(exc), str(exc)
+    return (
+        p.version, p.marker, p.payload_type, p.sequence_number, p.timestamp, p.ssrc,
+        p.csrc, p.extensions, p.payload, p.padding_size,
+    )  # fmt: skip
+
+
+def test_the_rtp_parser_gives_aiortcs_packets_and_errors() -> None:
+    ext_map = HeaderExtensionsMap()
+    ext_map.configure(
+        RTCRtpParameters(
+            headerExtensions=[
+                RTCRtpHeaderExtensionParameters(id=i, uri=uri) for i, uri in _URIS.items()
+            ]
+        )
+    )
+    parser = RtpParser(ext_map)
+    rng = random.Random(9)
+    kinds = {"ok": 0, "error": 0}
+    for i in range(20_000):
+        data = _random_rtp(rng)
+        ours, theirs = (
+            _outcome(parser.parse, data),
+            _outcome(lambda d: RtpPacket.parse(d, ext_map), data),
+        )
+        assert ours == theirs, (i, data.hex())
+        kinds["error" if isinstance(ours[0], type) else "ok"] += 1
+    assert kinds["ok"] > 10_000 and kinds["error"] > 500
+    # a renegotiation (the map configured again) is followed: mid moves to id 8
+    ext_map.configure(
+        RTCRtpParameters(headerExtensions=[RTCRtpHeaderExtensionParameters(id=8, uri=_URIS[1])])
+    )
+    packet = RtpPacket(payload_type=0, sequence_number=1, timestamp=2, ssrc=3, payload=b"x")
+    packet.extensions.mid = "7"
+    data = packet.serialize(ext_map)
+    assert parser.parse(data).extensions.mid == "7" == RtpPacket.parse(data, ext_map).extensions.mid
