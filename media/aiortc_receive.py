@@ -29,7 +29,6 @@ from aioice.ice import StunProtocol
 from aiortc import RTCPeerConnection, RTCRtpReceiver, clock
 from aiortc.codecs import is_rtx
 from aiortc.codecs.h264 import h264_depayload
-from aiortc.codecs.vpx import vp8_depayload
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcrtpreceiver import RTP_HISTORY_SIZE, NackGenerator, StreamStatistics
 from aiortc.rtp import (
@@ -475,7 +474,40 @@ class LeanNackGenerator(NackGenerator):
 
 def _depayloader(codec: Any) -> Callable[[bytes], bytes]:
     """aiortc's ``depayload(codec, payload)`` with its choice by codec name made once."""
-    return {"VP8": vp8_depayload, "H264": h264_depayload}.get(codec.name, _as_is)
+    return {"VP8": vp8_payload, "H264": h264_depayload}.get(codec.name, _as_is)
+
+
+def vp8_payload(payload: bytes) -> bytes:
+    """aiortc's ``vp8_depayload``: the VP8 data after the payload descriptor (RFC 7741 4.2),
+    with the same checks and errors, without building the descriptor object nobody reads
+    here (tests/media/test_inline_receive.py compares the two)."""
+    size = len(payload)
+    if size < 1:
+        raise ValueError("VPX descriptor is too short")
+    pos = 1
+    if payload[0] & 0x80:  # X: extended control bits
+        if size < 2:
+            raise ValueError("VPX descriptor has truncated extended bits")
+        bits = payload[1]
+        pos = 2
+        if bits & 0x80:  # I: picture id
+            if size < 3:
+                raise ValueError("VPX descriptor has truncated PictureID")
+            if payload[2] & 0x80:
+                if size < 4:
+                    raise ValueError("VPX descriptor has truncated long PictureID")
+                pos = 4
+            else:
+                pos = 3
+        if bits & 0x40:  # L: TL0PICIDX
+            if size < pos + 1:
+                raise ValueError("VPX descriptor has truncated TL0PICIDX")
+            pos += 1
+        if bits & 0x30:  # T or K
+            if size < pos + 1:
+                raise ValueError("VPX descriptor has truncated T/K")
+            pos += 1
+    return payload[pos:]
 
 
 def _as_is(payload: bytes) -> bytes:

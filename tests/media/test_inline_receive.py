@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from aiortc import RTCRtpReceiver
-from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.codecs.vpx import Vp8Encoder, vp8_depayload
 from aiortc.rtcrtpparameters import (
     RTCRtpCodecParameters,
     RTCRtpHeaderExtensionParameters,
@@ -25,6 +25,7 @@ from media.aiortc_receive import (
     inline_received,
     lean_rtp_handler,
     run_eagerly,
+    vp8_payload,
 )
 from media.frames import EncodedFrame, VideoAssembler
 
@@ -272,3 +273,25 @@ def test_the_rtp_parser_gives_aiortcs_packets_and_errors() -> None:
     packet.extensions.mid = "7"
     data = packet.serialize(ext_map)
     assert parser.parse(data).extensions.mid == "7" == RtpPacket.parse(data, ext_map).extensions.mid
+
+
+def test_the_vp8_payload_is_what_aiortcs_depayloader_gives() -> None:
+    """Every descriptor layout (X, I with short and long ids, L, T, K) and every cut short."""
+    rng = random.Random(3)
+    seen_errors = set()
+    for _ in range(20_000):
+        first = rng.randrange(256)
+        bits = rng.randrange(256)
+        body = rng.randbytes(rng.randrange(0, 8))
+        payload = (bytes((first, bits)) + body)[: rng.randrange(0, 10)]
+        try:
+            theirs: Any = vp8_depayload(payload)
+        except ValueError as exc:
+            theirs = str(exc)
+            seen_errors.add(theirs)
+        try:
+            ours: Any = vp8_payload(payload)
+        except ValueError as exc:
+            ours = str(exc)
+        assert ours == theirs, payload.hex()
+    assert len(seen_errors) == 6  # every check was reached
