@@ -256,11 +256,11 @@ def lean_rtp_handler(receiver: RTCRtpReceiver) -> Callable[[RtpPacket, int], Non
         ssrc = packet.ssrc
         estimator = state[_RX + "remote_bitrate_estimator"]
         if estimator is not None and packet.extensions.abs_send_time is not None:
-            remb = estimator.add(
-                abs_send_time=packet.extensions.abs_send_time,
-                arrival_time_ms=arrival_time_ms,
-                payload_size=len(packet.payload) + packet.padding_size,
-                ssrc=ssrc,
+            remb = estimator.add(  # (arrival_time_ms, abs_send_time, payload_size, ssrc)
+                arrival_time_ms,
+                packet.extensions.abs_send_time,
+                len(packet.payload) + packet.padding_size,
+                ssrc,
             )
             rtcp_ssrc = state[_RX + "rtcp_ssrc"]
             if rtcp_ssrc is not None and remb is not None:

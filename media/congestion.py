@@ -57,12 +57,7 @@ class ThrottledRemb:
     def add(
         self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int
     ) -> tuple[int, list[int]] | None:
-        remb = self._estimator.add(
-            arrival_time_ms=arrival_time_ms,
-            abs_send_time=abs_send_time,
-            payload_size=payload_size,
-            ssrc=ssrc,
-        )
+        remb = self._estimator.add(arrival_time_ms, abs_send_time, payload_size, ssrc)
         if remb is None:
             return None
         bitrate = remb[0]

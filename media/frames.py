@@ -23,7 +23,7 @@ from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_gt
 
-from .aiortc_patch import depayloaded, h264_nal_units, h264_packetize, vp8_packetize
+from .aiortc_patch import depayloaded, h264_nal_units, h264_packetize
 
 # How long a hole in a video frame may wait for its NACK-triggered retransmission before the
 # assembler gives up, drops to the next keyframe and asks the publisher for one.
@@ -360,12 +360,25 @@ class FramePacker:
 VP8_PICTURE_ID_AT = 2
 
 
+#: aiortc's VP8 packetizer cuts a frame into payloads of this many bytes, descriptor included
+VP8_PAYLOAD_MAX = 1300
+#: the payload descriptors it writes with picture id 0: the frame's first packet (S set) and
+#: the others (X and I set, then the M form of the id: always these 4 bytes)
+_VP8_FIRST, _VP8_REST = b"\x90\x80\x80\x00", b"\x80\x80\x80\x00"
+
+
+def vp8_payloads(data: bytes) -> list[bytes]:
+    """What aiortc's ``Vp8Encoder._packetize(data, 0)`` returns, without a descriptor object
+    per packet (tests/media/test_frames.py compares the two)."""
+    step = VP8_PAYLOAD_MAX - len(_VP8_REST)
+    return [
+        (_VP8_REST if at else _VP8_FIRST) + data[at : at + step] for at in range(0, len(data), step)
+    ]
+
+
 def _packetize(mime: str, data: bytes) -> list[bytes]:
     if mime == "video/vp8":
-        payloads = vp8_packetize(data, 0)
-        if payloads and payloads[0][1:4] != b"\x80\x80\x00":  # X=1; I=1; M=1, id 0
-            raise ValueError("unexpected VP8 payload descriptor layout")
-        return payloads
+        return vp8_payloads(data)
     if mime == "video/h264":
         return h264_packetize(h264_nal_units(data))
     return [data]

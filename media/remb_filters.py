@@ -180,7 +180,9 @@ class CompiledEstimator:
     def add(
         self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int
     ) -> tuple[int, list[int]] | None:
-        self.ssrcs[ssrc] = arrival_time_ms
+        ssrcs = self.ssrcs
+        if ssrc not in ssrcs:  # (aiortc updates the time too; only the keys are ever read)
+            ssrcs[ssrc] = arrival_time_ms
         if self._add(self._state, arrival_time_ms, abs_send_time, payload_size, self._bitrate):
             return self._bitrate[0], list(self.ssrcs)
         return None

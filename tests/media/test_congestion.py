@@ -98,8 +98,10 @@ def test_remb_goes_out_at_most_every_200_ms_unless_the_estimate_halves() -> None
     class Overusing:  # aiortc's estimator while it detects overuse: an estimate per packet
         bitrate = 1_000_000
 
-        def add(self, **packet: int) -> tuple[int, list[int]]:
-            return self.bitrate, [packet["ssrc"]]
+        def add(
+            self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int
+        ) -> tuple[int, list[int]]:
+            return self.bitrate, [ssrc]
 
     estimator = Overusing()
     remb = ThrottledRemb(estimator)

@@ -185,3 +185,16 @@ def test_shuffled_packets_across_wraparound_give_every_frame_once_in_order() -> 
     for p in arrivals:
         asm.add(p)
     assert [f.data for f in got] == frames and not losses
+
+
+def test_vp8_payloads_are_aiortcs_packetizer_output() -> None:
+    """The shared payloads are byte for byte what aiortc's VP8 packetizer makes (picture id 0),
+    at every boundary of its 1,300-byte cut."""
+    import os
+
+    from media.aiortc_patch import vp8_packetize
+    from media.frames import vp8_payloads
+
+    for size in (0, 1, 1295, 1296, 1297, 2591, 2592, 2593, 30_000, 65_537):
+        data = os.urandom(size)
+        assert vp8_payloads(data) == vp8_packetize(data, 0), size
