@@ -32,10 +32,11 @@ their stock behaviour):
    none) instead of aiortc's one per stream.
 7. Read-only helpers for what aiortc keeps private but the SFU must read: the depayloaded
    data of a received RTP packet (:func:`depayloaded`), the offered direction and the
-   negotiated codecs of a transceiver, and aiortc's own RTP packetizers for VP8 and H264
-   (:func:`vp8_packetize`, :func:`h264_packetize`, :func:`h264_nal_units`: class/static
-   methods, no codec context). Test clients (client.py) use :func:`use_encoder`,
-   :func:`count_packets_only` and :func:`observe_decoder_input`.
+   negotiated codecs of a transceiver, and aiortc's own RTP packetizer for H264
+   (:func:`h264_packetize`, :func:`h264_nal_units`: static methods, no codec context; VP8
+   payloads are cut by frames.vp8_payloads, byte for byte as aiortc's packetizer). Test
+   clients (client.py) use :func:`use_encoder`, :func:`count_packets_only` and
+   :func:`observe_decoder_input`.
 8. The forwarding fast path (fastpath.py, ``media.fast_path``): :func:`install_fast_sender`
    replaces one forwarding sender's ``_next_encoded_frame`` so frames are sent as RTP bytes,
    protected with the DTLS transport's outbound SRTP session and handed to the selected ICE
@@ -70,7 +71,6 @@ from aioice.ice import Connection, StunProtocol
 from aioice.turn import UDP_SOCKET_BUFFER_SIZE
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver, clock
 from aiortc.codecs.h264 import H264Encoder
-from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import wrap_rtx
@@ -114,14 +114,11 @@ def _require(obj: object, attr: str) -> None:
 
 # -- read-only access to aiortc's private data and packetizers ---------------------------------
 for _cls, _name in (
-    (Vp8Encoder, "_packetize"),
     (H264Encoder, "_packetize"),
     (H264Encoder, "_split_bitstream"),
 ):
     _require(_cls, _name)  # at import: an aiortc without them fails before anything runs
 
-#: ``(frame data, picture id) -> RTP payloads``: aiortc's VP8 packetizer (payload descriptors)
-vp8_packetize: Callable[[bytes, int], list[bytes]] = Vp8Encoder._packetize
 #: ``NAL units -> RTP payloads`` (single NAL, STAP-A, FU-A): aiortc's H264 packetizer
 h264_packetize: Callable[[Any], list[bytes]] = H264Encoder._packetize
 #: an H264 access unit (Annex B) split into its NAL units

@@ -301,6 +301,7 @@ _U32 = struct.Struct("!L")
 _I32 = struct.Struct("!l")
 _U16 = struct.Struct("!H")
 _U8 = struct.Struct("!B")
+_PROFILE = struct.Struct("!HH")
 #: aiortc's HeaderExtensionsMap.get checks the ids in this order (the first match wins)
 _EXTENSION_KINDS = (
     "mid",
@@ -417,9 +418,6 @@ class RtpParser:
                 if kind is not None:
                     _decode(values, kind, block[pos : pos + length])
                 pos += length
-
-
-_PROFILE = struct.Struct("!HH")
 
 
 def _decode(values: HeaderExtensions, kind: str, value: bytes) -> None:

@@ -34,6 +34,7 @@ from aiortc.rtp import HeaderExtensions, RtpPacket
 from . import native_send
 from .aiortc_patch import SenderWire, fast_sender, install_fast_sender, srtp_session
 from .frames import VP8_PICTURE_ID_AT, with_picture_id
+from .native_send import MTU
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +218,6 @@ class _Armed:
         packer: Any,
         history: FrameHistory,
         template: ExtensionTemplate,
-        first: int,
         pt: int,
         ssrc: int,
     ) -> None:
@@ -228,7 +228,7 @@ class _Armed:
         self.history = history
         self.template = template
         self.abs_at = -1 if template.abs_at is None else template.abs_at
-        self.first = first
+        self.first = 0x90 if template.block else 0x80  # (the extension bit)
         self.pt = pt
         self.ssrc = ssrc
 
@@ -334,6 +334,20 @@ class FastSender:
         mid = wire.mid
         if template is None or template.mid != mid:
             template = self.template = ExtensionTemplate(*wire.header_extensions())
+        if self.native is not None and self._native_ready(template, frame, payloads):
+            # the compiled send takes it: arm the direct path with what it needs, and send
+            self._armed = _Armed(
+                wire.snapshot(),
+                self._transport,
+                self._link,  # type: ignore[arg-type]
+                wire.packer,
+                wire.history,
+                template,
+                codec.payloadType,
+                wire.ssrc,
+            )
+            self._send_native(frame, payloads, timestamp, picture_id)
+            return
         ntp = ntp_now()
         abs_send_time = (ntp >> 14) & 0xFFFFFF
         ext = template.build(abs_send_time)
@@ -344,30 +358,21 @@ class FastSender:
         seq = self.sequence
         count = len(payloads)
         wire.history.record(seq, payloads, picture_id, pt, ts, ssrc, (mid, abs_send_time))
-        if self.native is not None and self._native_ready(ext, frame, payloads):
-            octets, sent_bytes = self._send_native(
-                first, pt, seq, ts, ssrc, template, abs_send_time, frame, payloads, picture_id
+        bytes0 = self.bytes_out
+        if picture_id is not None:
+            payloads = with_picture_id(payloads, picture_id)
+        pack = _HEADER.pack
+        transmit = self.transmit
+        last = count - 1
+        for i, payload in enumerate(payloads):
+            transmit(
+                pack(first, ((i == last) << 7) | pt, (seq + i) & 0xFFFF, ts, ssrc) + ext + payload
             )
-        else:
-            octets = sum(map(len, payloads))
-            bytes0 = self.bytes_out
-            if picture_id is not None:
-                payloads = with_picture_id(payloads, picture_id)
-            pack = _HEADER.pack
-            transmit = self.transmit
-            last = count - 1
-            for i, payload in enumerate(payloads):
-                transmit(
-                    pack(first, ((i == last) << 7) | pt, (seq + i) & 0xFFFF, ts, ssrc)
-                    + ext
-                    + payload
-                )
-            sent_bytes = self.bytes_out - bytes0
         self.sequence = (seq + count) & 0xFFFF
         self.packets += count
-        wire.account(count, octets, sent_bytes, ts, ntp)
+        wire.account(count, sum(map(len, payloads)), self.bytes_out - bytes0, ts, ntp)
 
-    def _native_ready(self, ext: bytes, frame: Any, payloads: list[bytes]) -> bool:
+    def _native_ready(self, template: ExtensionTemplate, frame: Any, payloads: list[bytes]) -> bool:
         """True when this frame can go through the compiled send: an open plain UDP socket
         with nothing queued in asyncio (order), a pylibsrtp session, packets within the MTU.
         (A closed transport's file descriptor number may already belong to another socket.)"""
@@ -376,10 +381,7 @@ class FastSender:
             return False
         if transport.get_write_buffer_size() > 0 or transport.is_closing():
             return False
-        joined = frame.joined  # (``payloads`` is ``frame.rtp``: FramePacker.pack_shared)
-        if joined is None:  # the frame's first subscriber: every other one takes it as is
-            joined = frame.joined = native_send.joined(payloads)
-        if 12 + len(ext) + joined[3] > native_send.MTU:
+        if 12 + len(template.block) + native_send.frame_joined(frame, payloads)[3] > MTU:
             return False
         link = self._link
         if (
@@ -401,75 +403,32 @@ class FastSender:
                 return False
         return link.usable
 
-    def _send_native(
-        self,
-        first: int,
-        pt: int,
-        seq: int,
-        ts: int,
-        ssrc: int,
-        template: ExtensionTemplate,
-        abs_send_time: int,
-        frame: Any,
-        payloads: list[bytes],
-        picture_id: int | None,
-    ) -> tuple[int, int]:
-        """``(payload octets, protected bytes sent)`` of the frame, sent by the compiled send;
-        a frame it took arms the direct path (:meth:`_send_armed`)."""
-        assert self.native is not None and self._link is not None
-        joined = frame.joined
-        abs_at = -1 if template.abs_at is None else template.abs_at
-        try:
-            sent, sent_bytes, _errno = native_send.send_frame(
-                self.native,
-                self._link,
-                self._out,
-                (first, pt, seq, ts, ssrc),
-                template.block,
-                joined,
-                len(payloads),
-                -1 if picture_id is None else picture_id,
-                (abs_at, abs_send_time),
-            )
-        except native_send.NativeSendError:
-            logger.exception("native send failed: this sender goes on in Python")
-            self.native = None
-            sent, sent_bytes = 0, 0
-        else:
-            wire = self.wire
-            self._armed = _Armed(
-                wire.snapshot(),
-                self._transport,
-                self._link,
-                wire.packer,
-                wire.history,
-                template,
-                first,
-                pt,
-                ssrc,
-            )
-        self.native_frames += 1
-        self.bytes_out += sent_bytes
-        self.dropped += len(payloads) - sent  # in the RTX history: a NACK repairs them
-        return joined[2], sent_bytes
-
     def _send_armed(self, frame: Any) -> None:
-        """What :meth:`_send` does for a frame the compiled send takes, with what does not
-        change between frames gathered once (:class:`_Armed`, checked by :meth:`ready`): the
-        per-frame, per-subscriber path of a room, kept short."""
+        """A direct frame on an armed sender (:meth:`ready` checked that what :class:`_Armed`
+        holds still stands): packed, then sent by the compiled send unless too large."""
         armed = self._armed
-        assert armed is not None and self.native is not None
+        assert armed is not None
         payloads, timestamp, picture_id = armed.packer.pack_shared(frame)
         if not payloads:
             return
-        joined = frame.joined
-        if joined is None:  # the frame's first subscriber: every other one takes it as is
-            joined = frame.joined = native_send.joined(payloads)
-        template = armed.template
-        if 12 + len(template.block) + joined[3] > native_send.MTU:
+        joined = native_send.frame_joined(frame, payloads)
+        if 12 + len(armed.template.block) + joined[3] > MTU:
             self._armed = None  # too large for the compiled send: aiortc-sized in Python
             self._send_packed(frame, payloads, timestamp, picture_id, self.codec)  # type: ignore[arg-type]
             return
+        self._send_native(frame, payloads, timestamp, picture_id)
+
+    def _send_native(
+        self, frame: Any, payloads: list[bytes], timestamp: int, picture_id: int | None
+    ) -> None:
+        """Send a packed frame with the compiled send, by what :class:`_Armed` holds: the RTX
+        history, one C call (headers, abs-send-time, picture id, SRTP, ``sendmmsg``), the
+        counts aiortc's RTCP and ``getStats`` read. A refusal by libsrtp or a bad packet
+        leaves this sender in Python from then on (the frame is in the RTX history)."""
+        armed, native = self._armed, self.native
+        assert armed is not None and native is not None
+        joined = frame.joined
+        template = armed.template
         ntp = ntp_now()
         abs_send_time = (ntp >> 14) & 0xFFFFFF
         ts = (self.timestamp_origin + timestamp) & 0xFFFFFFFF
@@ -479,8 +438,8 @@ class FastSender:
         armed.history.append(
             (seq, payloads, picture_id, pt, ts, ssrc, (template.mid, abs_send_time))
         )
-        rc = self.native.send_frame(
-            link.fd, link.family, link.ip, link.port, self.native.protect_fn, link.srtp,
+        rc = native.send_frame(
+            link.fd, link.family, link.ip, link.port, native.protect_fn, link.srtp,
             armed.first, pt, seq, ts, ssrc, template.block, len(template.block),
             joined[0], joined[1], count, -1 if picture_id is None else picture_id,
             VP8_PICTURE_ID_AT, link.gso, armed.abs_at, abs_send_time, out,

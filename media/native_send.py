@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from .aiortc_patch import srtp_context
-from .frames import VP8_PICTURE_ID_AT
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +50,23 @@ def _lengths(count: int) -> struct.Struct:
 
 
 def joined(payloads: list[bytes]) -> tuple[bytes, bytes, int, int]:
-    """What :func:`send_frame` takes of a frame's payloads: ``(joined, lengths as native
-    uint16, total bytes, the largest)``; made once per frame (``EncodedFrame.joined``)."""
+    """What ``tc_send_frame`` takes of a frame's payloads: ``(joined, lengths as native
+    uint16, total bytes, the largest)``."""
     lengths = list(map(len, payloads))
     return b"".join(payloads), _lengths(len(lengths)).pack(*lengths), sum(lengths), max(lengths)
 
 
+def frame_joined(frame: Any, payloads: list[bytes]) -> tuple[bytes, bytes, int, int]:
+    """:func:`joined` of ``frame``'s shared payloads (``frame.rtp``), made by its first
+    subscriber and kept on the frame (``EncodedFrame.joined``) for every other one."""
+    made = frame.joined
+    if made is None:
+        made = frame.joined = joined(payloads)
+    return made  # type: ignore[no-any-return]
+
+
 class NativeSendError(RuntimeError):
-    """The compiled send refused a frame (bad address, oversize packet, libsrtp error)."""
+    """The compiled library cannot be used (a stale build, pylibsrtp not as expected)."""
 
 
 class Native:
@@ -165,56 +173,6 @@ class Link:
         if sock is None:
             return None
         return cls(native, transport, addr, session, protect, gso)
-
-
-def send_frame(
-    native: Native,
-    link: Link,
-    out: Any,
-    header: tuple[int, int, int, int, int],
-    ext: bytes,
-    payloads: tuple[bytes, bytes, int, int],
-    count: int,
-    picture_id: int = -1,
-    abs_send_time: tuple[int, int] = (-1, 0),
-) -> tuple[int, int, int]:
-    """Send one frame: ``(packets sent, protected bytes sent, errno that stopped it or 0)``.
-
-    ``header`` is (first byte, payload type, first sequence number, timestamp, SSRC);
-    ``payloads`` the frame's ``count`` payloads as :func:`joined` gives them; ``picture_id``
-    >= 0 is written as the VP8 descriptor's 15-bit id in every payload; ``abs_send_time`` is
-    (offset in ``ext``, 24-bit value), written into every packet's extension block when the
-    offset is >= 0."""
-    first, pt, seq, ts, ssrc = header
-    rc = native.send_frame(
-        link.fd,
-        link.family,
-        link.ip,
-        link.port,
-        native.protect_fn,
-        link.srtp,
-        first,
-        pt,
-        seq,
-        ts,
-        ssrc,
-        ext,
-        len(ext),
-        payloads[0],
-        payloads[1],
-        count,
-        picture_id,
-        VP8_PICTURE_ID_AT,
-        link.gso,
-        abs_send_time[0],
-        abs_send_time[1],
-        out,
-    )
-    if out[3]:
-        gso_refused(link)
-    if rc != 0:
-        raise NativeSendError(f"tc_send_frame returned {rc}")
-    return out[0], out[1], out[2]
 
 
 def gso_refused(link: Link) -> None:

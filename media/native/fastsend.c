@@ -105,7 +105,8 @@ static void message(struct mmsghdr *m, struct iovec *iov, void *control, unsigne
  * stopped sending (EAGAIN when the socket buffer is full: the rest are dropped, as a full link
  * drops), or libsrtp's status when protection failed; out[3]: 1 when the kernel refused
  * segmentation (that batch was sent again packet by packet: the caller stops asking for it).
- * Returns 0, or -1 for a bad address, -2 for a packet too large, -3 when libsrtp refused one
+ * Returns 0, or -1 for a bad address, -2 for a packet too large (or `abs_at` outside the
+ * extension block), -3 when libsrtp refused one
  * (nothing of the frame was sent in the last two cases but what went before).
  */
 int tc_send_frame(int fd, int family, const char *host, int port, void *protect_fn,

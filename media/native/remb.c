@@ -28,7 +28,6 @@ enum { NORMAL = 0, UNDERUSING = 1, OVERUSING = 2 };
 enum { HOLD = 0, INCREASE = 1, DECREASE = 2 };
 
 struct group {
-    int has_arrival;
     int64_t arrival_time;
     uint32_t first_timestamp, last_timestamp;
     int64_t size;
@@ -189,7 +188,6 @@ static int compute_deltas(tc_remb *r, uint32_t timestamp, int64_t arrival, int64
     }
     g->size += size;
     g->arrival_time = arrival;
-    g->has_arrival = 1;
     return got;
 }
 

@@ -192,9 +192,8 @@ def test_vp8_payloads_are_aiortcs_packetizer_output() -> None:
     at every boundary of its 1,300-byte cut."""
     import os
 
-    from media.aiortc_patch import vp8_packetize
     from media.frames import vp8_payloads
 
     for size in (0, 1, 1295, 1296, 1297, 2591, 2592, 2593, 30_000, 65_537):
         data = os.urandom(size)
-        assert vp8_payloads(data) == vp8_packetize(data, 0), size
+        assert vp8_payloads(data) == Vp8Encoder._packetize(data, 0), size
